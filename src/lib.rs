@@ -1,0 +1,11 @@
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod lifecycle;
+pub mod merchants;
+pub mod payments;
+pub mod routes;
+pub mod session;
+pub mod startup;
+pub mod telemetry;
+pub mod templates;

@@ -1,0 +1,57 @@
+use clap::Parser;
+use paylink::config::{Cli, Command, MerchantCommand};
+use paylink::merchants::add_merchant;
+use paylink::startup::Application;
+use paylink::telemetry;
+use std::process::ExitCode;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Merchant(MerchantCommand::Add { id, name })) => {
+            match add_merchant(&cli.settings.merchants, &id, &name) {
+                Ok(key) => {
+                    eprintln!(
+                        "added merchant {id:?} to {}; its API key follows, shown only this once",
+                        cli.settings.merchants.display()
+                    );
+                    println!("{key}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("paylink: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        None | Some(Command::Serve) => serve(cli).await,
+    }
+}
+
+async fn serve(cli: Cli) -> ExitCode {
+    let settings = match cli.settings.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("paylink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format);
+    let addr = settings.addr;
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "paylink could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%addr, "paylink listening on http://{addr}");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
+
+use super::{rate_limit, read_body, rfc3339};
+use crate::config::MAX_TTL_SECONDS;
+use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
+use crate::error::ApiError;
+use crate::lifecycle::{LifecycleEvent, emit};
+use crate::merchants::Merchant;
+use crate::session::{
+    PaymentToken, Revocation, SessionRecord, SessionStatus, StoreError, TokenDigest, now_ms,
+};
+use crate::startup::AppState;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::future::{Ready, ready};
+
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The merchant whose API key the request carries. Authorization is decided by this
+/// alone, never by a `merchantId` in the body.
+pub struct AuthenticatedMerchant(pub Merchant);
+
+impl FromRequest for AuthenticatedMerchant {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::internal()));
+        };
+        let key = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .filter(|key| !key.is_empty());
+        let merchant = key.and_then(|key| state.merchants.authenticate(key));
+        ready(
+            merchant
+                .cloned()
+                .map(AuthenticatedMerchant)
+                .ok_or_else(ApiError::unauthorized),
+        )
+    }
+}
+
+async fn limit_api(state: &AppState, merchant: &Merchant) -> Result<(), ApiError> {
+    let bucket = format!("api:{}", merchant.id);
+    rate_limit(state, &bucket, state.settings.api_rate_limit_per_minute)
+        .await
+        .map_err(ApiError::rate_limited)
+}
+
+/// A session as the merchant sees it. `token` and `url` only while it is open.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    status: &'static str,
+    order_id: String,
+    amount: u64,
+    currency: String,
+    merchant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    created_at: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card_last4: Option<String>,
+}
+
+impl SessionView {
+    fn new(record: &SessionRecord, token: &PaymentToken, public_url: &str) -> Self {
+        let status = record.status_at(now_ms());
+        let open = status == SessionStatus::Open;
+        SessionView {
+            token: open.then(|| token.expose().to_owned()),
+            url: open.then(|| format!("{public_url}/pay/{}", token.expose())),
+            status: status.as_str(),
+            order_id: record.order_id.to_string(),
+            amount: record.amount.minor_units(),
+            currency: record.currency.to_string(),
+            merchant_id: record.merchant_id.to_string(),
+            description: record.description.as_ref().map(|d| d.as_ref().to_owned()),
+            created_at: rfc3339(record.created_at_ms),
+            expires_at: rfc3339(record.expires_at_ms),
+            paid_at: record.paid_at_ms.map(rfc3339),
+            revoked_at: record.revoked_at_ms.map(rfc3339),
+            card_last4: record.card_last4.clone(),
+        }
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| m.essence_str() == "application/json")
+}
+
+/// The validated body of `POST /api/v1/sessions`.
+struct NewSession {
+    order_id: OrderId,
+    amount: Amount,
+    currency: Currency,
+    ttl_seconds: u64,
+    description: Option<Description>,
+}
+
+fn string_field<'a>(
+    body: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid_field(
+            name,
+            format!("{name} must be a string"),
+        )),
+    }
+}
+
+impl NewSession {
+    /// Parses the body, field by field in a fixed order, naming the first bad field.
+    fn parse(
+        body: &Map<String, Value>,
+        merchant: &Merchant,
+        default_ttl: u64,
+        min_ttl: u64,
+    ) -> Result<Self, ApiError> {
+        if let Some(claimed) = string_field(body, "merchantId")?
+            && claimed != merchant.id.as_ref()
+        {
+            return Err(ApiError::merchant_mismatch());
+        }
+        let order_id = string_field(body, "orderId")?
+            .ok_or_else(|| ApiError::invalid_field("orderId", "orderId is required"))
+            .and_then(|s| {
+                OrderId::parse(s).map_err(|e| ApiError::invalid_field("orderId", e.to_string()))
+            })?;
+        let amount = match body.get("amount") {
+            None | Some(Value::Null) => {
+                return Err(ApiError::invalid_field("amount", "amount is required"));
+            }
+            Some(v) => Amount::from_json(v)
+                .map_err(|e| ApiError::invalid_field("amount", e.to_string()))?,
+        };
+        let currency = string_field(body, "currency")?
+            .ok_or_else(|| ApiError::invalid_field("currency", "currency is required"))
+            .and_then(|s| {
+                Currency::parse(s).map_err(|e| ApiError::invalid_field("currency", e.to_string()))
+            })?;
+        let ttl_seconds = match body.get("ttlSeconds") {
+            None | Some(Value::Null) => default_ttl,
+            Some(v) => json_whole_number(v)
+                .filter(|t| (min_ttl..=MAX_TTL_SECONDS).contains(t))
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "ttlSeconds",
+                        format!(
+                            "ttlSeconds must be an integer between {min_ttl} and {MAX_TTL_SECONDS}"
+                        ),
+                    )
+                })?,
+        };
+        let description = string_field(body, "description")?
+            .map(|s| {
+                Description::parse(s)
+                    .map_err(|e| ApiError::invalid_field("description", e.to_string()))
+            })
+            .transpose()?;
+        Ok(NewSession {
+            order_id,
+            amount,
+            currency,
+            ttl_seconds,
+            description,
+        })
+    }
+}
+
+/// `POST /api/v1/sessions`
+#[tracing::instrument(name = "create session", skip_all, fields(merchantId = %merchant.0.id))]
+pub async fn create(
+    req: HttpRequest,
+    merchant: AuthenticatedMerchant,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant.0;
+    limit_api(&state, &merchant).await?;
+    if !is_json(&req) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let body = read_body(payload, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::payload_too_large())?;
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(ApiError::malformed_json(
+                "the request body must be a JSON object",
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::malformed_json(
+                "the request body is not valid JSON",
+            ));
+        }
+    };
+    let settings = &state.settings;
+    let new = NewSession::parse(
+        &body,
+        &merchant,
+        settings.session_ttl_seconds,
+        settings.min_ttl_seconds,
+    )?;
+
+    let created_at_ms = now_ms();
+    let record = SessionRecord {
+        merchant_id: merchant.id.clone(),
+        order_id: new.order_id,
+        amount: new.amount,
+        currency: new.currency,
+        description: new.description,
+        created_at_ms,
+        expires_at_ms: created_at_ms + i64::try_from(new.ttl_seconds * 1000).unwrap_or(0),
+        stored_status: SessionStatus::Open,
+        paid_at_ms: None,
+        revoked_at_ms: None,
+        card_last4: None,
+    };
+    let token = PaymentToken::generate().map_err(|e| {
+        tracing::error!(error = %e, "no token could be generated");
+        ApiError::internal()
+    })?;
+    let digest = token.digest();
+    state
+        .store
+        .create(&digest, &record, settings.retention())
+        .await?;
+    emit(LifecycleEvent::Created, &record, &digest);
+
+    let view = SessionView::new(&record, &token, &settings.public_url);
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/sessions/{}", token.expose()),
+        ))
+        .json(view))
+}
+
+/// The merchant's session, or `None` for unknown, malformed, forgotten and other
+/// merchants' tokens alike.
+async fn own_session(
+    state: &AppState,
+    merchant: &Merchant,
+    raw: &str,
+) -> Result<Option<(PaymentToken, TokenDigest, SessionRecord)>, StoreError> {
+    let Ok(token) = PaymentToken::parse(raw) else {
+        return Ok(None);
+    };
+    let digest = token.digest();
+    let record = state.store.load(&digest).await?;
+    Ok(record
+        .filter(|r| r.merchant_id == merchant.id)
+        .map(|r| (token, digest, r)))
+}
+
+/// `GET /api/v1/sessions/{token}`
+#[tracing::instrument(name = "read session", skip_all, fields(merchantId = %merchant.0.id))]
+pub async fn read(
+    merchant: AuthenticatedMerchant,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant.0;
+    limit_api(&state, &merchant).await?;
+    match own_session(&state, &merchant, &path).await? {
+        Some((token, _, record)) => Ok(HttpResponse::Ok().json(SessionView::new(
+            &record,
+            &token,
+            &state.settings.public_url,
+        ))),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+/// `DELETE /api/v1/sessions/{token}`
+#[tracing::instrument(name = "revoke session", skip_all, fields(merchantId = %merchant.0.id))]
+pub async fn revoke(
+    merchant: AuthenticatedMerchant,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = merchant.0;
+    limit_api(&state, &merchant).await?;
+    let Ok(token) = PaymentToken::parse(&path) else {
+        return Err(ApiError::not_found());
+    };
+    let digest = token.digest();
+    let revoked = state
+        .store
+        .revoke(&digest, &merchant.id, now_ms(), state.settings.retention())
+        .await?;
+    match revoked {
+        Revocation::Revoked(record) => {
+            emit(LifecycleEvent::Revoked, &record, &digest);
+            Ok(HttpResponse::Ok().json(SessionView::new(
+                &record,
+                &token,
+                &state.settings.public_url,
+            )))
+        }
+        Revocation::NotOpen(record) => {
+            let status = record.status_at(now_ms()).as_str();
+            Err(ApiError::not_open(
+                status,
+                format!("the session has already ended: it is {status}"),
+            ))
+        }
+        Revocation::PaymentInProgress(_) => Err(ApiError::not_open(
+            SessionStatus::Open.as_str(),
+            "a payment for this session is being processed; it can no longer be revoked",
+        )),
+        Revocation::NotFound => Err(ApiError::not_found()),
+    }
+}
+
+/// Known API paths with a method they do not take.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed())
+}

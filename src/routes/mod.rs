@@ -1,0 +1,93 @@
+//! HTTP in, domain calls, HTTP out. Routes talk to the store trait only.
+
+pub mod health;
+pub mod merchant_api;
+pub mod pay;
+
+use crate::startup::AppState;
+use actix_web::{HttpRequest, web};
+use futures_util::StreamExt;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts one request against `bucket` (`limit` per minute, 0 = off). `Err` holds how long
+/// to wait. A store that cannot count does not block traffic: the request goes on and the
+/// store's own failure shows up where the request needs the store.
+pub(crate) async fn rate_limit(state: &AppState, bucket: &str, limit: u64) -> Result<(), Duration> {
+    if limit == 0 {
+        return Ok(());
+    }
+    match state.store.hit_rate_limit(bucket, RATE_WINDOW).await {
+        Ok(hit) if hit.count > limit => Err(hit.resets_in),
+        _ => Ok(()),
+    }
+}
+
+/// The body was larger than the route accepts.
+#[derive(Debug)]
+pub(crate) struct BodyTooLarge;
+
+/// Reads a request body of at most `limit` bytes. A larger one is refused as soon as the
+/// bytes read pass the limit, without buffering the rest.
+pub(crate) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, BodyTooLarge> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        // A broken upload reads as what arrived; validation then reports what is missing.
+        let Ok(chunk) = chunk else { break };
+        if body.len() + chunk.len() > limit {
+            return Err(BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The client's address as the socket sees it.
+pub(crate) fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn datetime(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-12-04T16:38:41.123Z`.
+pub fn rfc3339(ms: i64) -> String {
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    datetime(ms).format(fmt).unwrap_or_default()
+}
+
+/// What a payer reads: `16:53:12 UTC`.
+pub fn clock_time(ms: i64) -> String {
+    let fmt = format_description!("[hour]:[minute]:[second] UTC");
+    datetime(ms).format(fmt).unwrap_or_default()
+}
+
+/// A date and time for a receipt: `4 Dec 2026, 16:53 UTC`.
+pub fn date_time(ms: i64) -> String {
+    let fmt =
+        format_description!("[day padding:none] [month repr:short] [year], [hour]:[minute] UTC");
+    datetime(ms).format(fmt).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rendered_in_utc() {
+        assert_eq!(rfc3339(1_796_402_321_123), "2026-12-04T16:38:41.123Z");
+        assert_eq!(clock_time(1_796_402_321_123), "16:38:41 UTC");
+        assert_eq!(date_time(1_796_402_321_123), "4 Dec 2026, 16:38 UTC");
+    }
+}

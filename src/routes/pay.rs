@@ -1,0 +1,263 @@
+//! The payer's pages: `GET /pay/{token}` shows an open link, `POST /pay/{token}` pays it.
+
+use super::{client_ip, clock_time, date_time, rate_limit, read_body};
+use crate::domain::{CardDetails, CardError};
+use crate::error::PageError;
+use crate::lifecycle::{LifecycleEvent, emit};
+use crate::payments::{ChargeOutcome, ChargeRequest};
+use crate::session::{
+    BeginPayment, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
+};
+use crate::startup::AppState;
+use crate::templates::{FormField, PayPage, ReceiptPage, render};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long one payment attempt holds a link. Longer than any processor call may take
+/// (the processor is given less), so a lease never lapses while a charge is under way.
+const PAYMENT_LEASE: Duration = Duration::from_secs(60);
+const PROCESSOR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Form bodies larger than this are not card forms.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// A malformed token is gone without asking the store.
+fn parse_token(raw: &str) -> Result<PaymentToken, PageError> {
+    PaymentToken::parse(raw).map_err(|_| PageError::Gone {
+        already_paid: false,
+    })
+}
+
+fn gone_for(record: Option<&SessionRecord>, digest: &TokenDigest) -> PageError {
+    let already_paid = record.is_some_and(|r| r.stored_status == SessionStatus::Paid);
+    if let Some(record) = record.filter(|_| already_paid) {
+        emit(LifecycleEvent::ReplayRejected, record, digest);
+    }
+    PageError::Gone { already_paid }
+}
+
+/// The display name payers see; the id if the merchant has since left the registry.
+fn merchant_name<'a>(state: &'a AppState, record: &'a SessionRecord) -> &'a str {
+    state
+        .merchants
+        .get(&record.merchant_id)
+        .map_or(record.merchant_id.as_ref(), |m| m.name.as_str())
+}
+
+fn pay_page(
+    state: &AppState,
+    record: &SessionRecord,
+    status: StatusCode,
+    decline_reason: Option<String>,
+    errors: &[CardError],
+) -> HttpResponse {
+    let page = PayPage {
+        merchant_name: merchant_name(state, record),
+        order_id: record.order_id.as_ref(),
+        amount: record.amount.display_with(record.currency),
+        description: record.description.as_ref().map(AsRef::as_ref),
+        expires_at_iso: super::rfc3339(record.expires_at_ms),
+        expires_at_text: clock_time(record.expires_at_ms),
+        expires_at_ms: record.expires_at_ms,
+        now_ms: now_ms(),
+        decline_reason,
+        fields: FormField::card_form(errors),
+    };
+    render(status, &page)
+}
+
+async fn limit_pay(state: &AppState, req: &HttpRequest, kind: &str) -> Result<(), PageError> {
+    let bucket = format!("pay:{kind}:{}", client_ip(req));
+    rate_limit(state, &bucket, state.settings.pay_rate_limit_per_minute)
+        .await
+        .map_err(|retry_after| PageError::RateLimited { retry_after })
+}
+
+/// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise.
+#[tracing::instrument(name = "view payment page", skip_all)]
+pub async fn show(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let token = parse_token(&path)?;
+    limit_pay(&state, &req, "view").await?;
+    let digest = token.digest();
+    let record = state.store.load(&digest).await?;
+    match record {
+        Some(record) if record.status_at(now_ms()) == SessionStatus::Open => {
+            emit(LifecycleEvent::Viewed, &record, &digest);
+            Ok(pay_page(&state, &record, StatusCode::OK, None, &[]))
+        }
+        other => Err(gone_for(other.as_ref(), &digest)),
+    }
+}
+
+/// `POST /pay/{token}`: validates the card, takes the link in one atomic step, charges it,
+/// and records the outcome. Only the caller that took the link reaches the processor.
+#[tracing::instrument(name = "pay", skip_all)]
+pub async fn submit(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let token = parse_token(&path)?;
+    limit_pay(&state, &req, "attempt").await?;
+    let digest = token.digest();
+    let body = read_body(payload, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| PageError::PayloadTooLarge)?;
+
+    // An unreadable body is an empty form: every field is then reported missing.
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let field = |name: &str| form.get(name).map(String::as_str);
+    let today = time::OffsetDateTime::now_utc();
+    let card = CardDetails::parse(
+        field("cardholderName"),
+        field("cardNumber"),
+        field("expiry"),
+        field("cvc"),
+        (
+            u16::try_from(today.year()).unwrap_or(0),
+            u8::from(today.month()),
+        ),
+    );
+    let card = match card {
+        Ok(card) => card,
+        Err(errors) => {
+            return match state.store.load(&digest).await? {
+                Some(record) if record.status_at(now_ms()) == SessionStatus::Open => Ok(pay_page(
+                    &state,
+                    &record,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    &errors,
+                )),
+                other => Err(gone_for(other.as_ref(), &digest)),
+            };
+        }
+    };
+
+    let record = match state.store.begin_payment(&digest, PAYMENT_LEASE).await? {
+        BeginPayment::Claimed(record) => record,
+        BeginPayment::InProgress(_) => return Err(PageError::PaymentInProgress),
+        BeginPayment::NotOpen(record) => return Err(gone_for(record.as_ref(), &digest)),
+    };
+
+    let charge = ChargeRequest {
+        amount: record.amount,
+        currency: record.currency,
+        card: &card,
+        idempotency_key: digest,
+    };
+    let outcome = tokio::time::timeout(PROCESSOR_TIMEOUT, state.processor.charge(charge)).await;
+    match outcome {
+        Ok(Ok(ChargeOutcome::Approved)) => {
+            let paid_at = now_ms();
+            let last4 = card.number.last4();
+            let paid = record_payment(&state, &digest, &record, paid_at, last4).await;
+            emit(LifecycleEvent::Paid, &paid, &digest);
+            Ok(receipt(&state, &paid, paid_at, last4))
+        }
+        Ok(Ok(ChargeOutcome::Declined(reason))) => {
+            emit(LifecycleEvent::PaymentDeclined, &record, &digest);
+            release(&state, &digest).await;
+            Ok(pay_page(
+                &state,
+                &record,
+                StatusCode::PAYMENT_REQUIRED,
+                Some(reason),
+                &[],
+            ))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "payment processor failed");
+            release(&state, &digest).await;
+            Err(PageError::Unavailable)
+        }
+        Err(_) => {
+            // The processor did not answer: the charge may or may not have happened, so
+            // the lease is left to run out rather than letting a second attempt in now.
+            tracing::error!(tokenRef = %digest.token_ref(), "payment processor timed out");
+            Err(PageError::Unavailable)
+        }
+    }
+}
+
+async fn release(state: &AppState, digest: &TokenDigest) {
+    if let Err(e) = state.store.abandon_payment(digest).await {
+        // The lease runs out by itself; until then the link answers "payment in progress".
+        tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not release payment lease");
+    }
+}
+
+/// Writes the approved payment. The money has moved, so this does not give up: it tries
+/// again in the background until the store takes it (the lease keeps the link closed
+/// meanwhile), and the payer gets the receipt either way.
+async fn record_payment(
+    state: &AppState,
+    digest: &TokenDigest,
+    claimed: &SessionRecord,
+    paid_at: i64,
+    last4: &str,
+) -> SessionRecord {
+    let retention = state.settings.retention();
+    match state
+        .store
+        .complete_payment(digest, paid_at, last4, retention)
+        .await
+    {
+        Ok(Some(record)) => record,
+        Ok(None) | Err(_) => {
+            tracing::error!(
+                tokenRef = %digest.token_ref(),
+                merchantId = %claimed.merchant_id,
+                orderId = %claimed.order_id,
+                "approved payment not yet recorded; retrying in the background"
+            );
+            let store = state.store.clone();
+            let digest = *digest;
+            let owned_last4 = last4.to_owned();
+            tokio::spawn(async move {
+                for attempt in 1..=120u32 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if store
+                        .complete_payment(&digest, paid_at, &owned_last4, retention)
+                        .await
+                        .is_ok()
+                    {
+                        tracing::info!(tokenRef = %digest.token_ref(), attempt, "approved payment recorded");
+                        return;
+                    }
+                }
+                tracing::error!(tokenRef = %digest.token_ref(), "approved payment could not be recorded");
+            });
+            let mut paid = claimed.clone();
+            paid.stored_status = SessionStatus::Paid;
+            paid.paid_at_ms = Some(paid_at);
+            paid.card_last4 = Some(last4.to_owned());
+            paid
+        }
+    }
+}
+
+fn receipt(state: &AppState, record: &SessionRecord, paid_at: i64, last4: &str) -> HttpResponse {
+    render(
+        StatusCode::OK,
+        &ReceiptPage {
+            merchant_name: merchant_name(state, record),
+            order_id: record.order_id.as_ref(),
+            amount: record.amount.display_with(record.currency),
+            card_last4: last4,
+            paid_at_text: date_time(paid_at),
+        },
+    )
+}
+
+/// Any other method on `/pay/{token}`.
+pub async fn method_not_allowed() -> Result<HttpResponse, PageError> {
+    Err(PageError::MethodNotAllowed)
+}

@@ -1,0 +1,23 @@
+//! Payment sessions: the token, the record a store keeps, and the stores themselves.
+
+mod memory;
+mod record;
+mod redis;
+mod store;
+mod token;
+
+pub use memory::MemoryStore;
+pub use record::{SessionRecord, SessionStatus};
+pub use redis::{RedisStore, connect_redis};
+pub use store::{
+    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore, StoreError,
+};
+pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest};
+
+/// Milliseconds since the Unix epoch, UTC: the one clock sessions are timed by.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

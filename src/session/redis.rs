@@ -1,0 +1,416 @@
+//! The Redis store. Every verb is one round trip: a single command or one Lua script, so
+//! the one-time claim is atomic in Redis itself.
+//!
+//! Keys, all of one session in one hash slot (`{digest}` is the hash tag), so Redis Cluster
+//! needs no redesign:
+//! - `pl:{D}` — hash: the record (no token, no card data but the last four digits);
+//!   expires `retention` after the session ends.
+//! - `pl:{D}:live` — the live session, expiring at the session's absolute expiry. It exists
+//!   exactly while the link is payable; paying or revoking deletes it in the same script
+//!   that writes the outcome.
+//! - `pl:{D}:lock` — a short lease held while one payment is with the processor.
+//! - `pl:rl:{name}` — fixed-window rate-limit counters.
+
+use super::store::{BeginPayment, RateLimitHit, Revocation, SessionStore, StoreError};
+use super::{SessionRecord, SessionStatus, TokenDigest};
+use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Redis-backed sessions over any async connection: a connection manager for a standalone
+/// server, a cluster connection for Redis Cluster.
+#[derive(Clone)]
+pub struct RedisStore<C> {
+    conn: C,
+    timeout: Duration,
+}
+
+/// Connects (lazily: paylink starts and answers 503 while Redis is away) to a standalone
+/// Redis at `url`. Every command waits at most `timeout`.
+pub fn connect_redis(
+    url: &str,
+    timeout: Duration,
+) -> Result<RedisStore<ConnectionManager>, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    Ok(RedisStore::new(conn, timeout))
+}
+
+pub(crate) fn record_key(digest: &TokenDigest) -> String {
+    format!("pl:{{{}}}", digest.to_hex())
+}
+
+fn live_key(digest: &TokenDigest) -> String {
+    format!("pl:{{{}}}:live", digest.to_hex())
+}
+
+fn lock_key(digest: &TokenDigest) -> String {
+    format!("pl:{{{}}}:lock", digest.to_hex())
+}
+
+/// The digest in a live key, as keyspace notifications name it.
+pub(crate) fn digest_of_live_key(key: &str) -> Option<TokenDigest> {
+    let hex = key.strip_prefix("pl:{")?.strip_suffix("}:live")?;
+    TokenDigest::from_hex(hex)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// KEYS: record, live. ARGV: expiresAt ms, keep-until ms, then field/value pairs.
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PXAT', ARGV[1])
+return 1
+",
+    )
+});
+
+// KEYS: record, live, lock. ARGV: lease ms.
+// Returns {0, record} not open, {1, record} in progress, {2, record} claimed.
+static BEGIN_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+if not redis.call('SET', KEYS[3], '1', 'PX', ARGV[1], 'NX') then
+  return {1, redis.call('HGETALL', KEYS[1])}
+end
+return {2, redis.call('HGETALL', KEYS[1])}
+",
+    )
+});
+
+// KEYS: record, live, lock. ARGV: paidAt ms, last4, retention ms.
+// Open or just-expired records become paid; the live session goes in the same step.
+static COMPLETE_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return {} end
+redis.call('DEL', KEYS[2], KEYS[3])
+if st == 'o' or st == 'e' then
+  redis.call('HSET', KEYS[1], 'st', 'p', 'pa', ARGV[1], 'l4', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGETALL', KEYS[1])
+",
+    )
+});
+
+// KEYS: record, live, lock. ARGV: merchant, revokedAt ms, retention ms.
+// Returns {0, {}} not found, {1, record} not open, {2, record} in progress, {3, record} revoked.
+static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'm') ~= ARGV[1] then return {0, {}} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {1, redis.call('HGETALL', KEYS[1])} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {2, redis.call('HGETALL', KEYS[1])} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'st', 'r', 'ra', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {3, redis.call('HGETALL', KEYS[1])}
+",
+    )
+});
+
+// KEYS: record, live. Marks an open record whose live key is gone as expired, once.
+static MARK_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+if redis.call('HGET', KEYS[1], 'st') ~= 'o' then return {} end
+redis.call('HSET', KEYS[1], 'st', 'e')
+return redis.call('HGETALL', KEYS[1])
+",
+    )
+});
+
+// KEYS: counter. ARGV: window ms. Returns {count, ms left}.
+static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
+return {n, left}
+",
+    )
+});
+
+impl<C> RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    pub fn new(conn: C, timeout: Duration) -> Self {
+        RedisStore { conn, timeout }
+    }
+
+    /// Runs one Redis step within the store timeout; a slow or absent Redis is
+    /// `Unavailable`/`Timeout`, never "not found".
+    async fn run<T, F>(&self, step: impl FnOnce(C) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, step(self.conn.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout),
+            Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn script<T: redis::FromRedisValue + Send>(
+        &self,
+        script: &'static Script,
+        keys: &[String],
+        args: Vec<Vec<u8>>,
+    ) -> Result<T, StoreError> {
+        let keys = keys.to_vec();
+        self.run(|mut conn| async move {
+            let mut call = script.prepare_invoke();
+            for k in &keys {
+                call.key(k);
+            }
+            for a in &args {
+                call.arg(a.as_slice());
+            }
+            call.invoke_async(&mut conn).await
+        })
+        .await
+    }
+}
+
+fn arg(v: impl ToString) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+fn record_fields(record: &SessionRecord) -> Vec<Vec<u8>> {
+    let mut fields = vec![
+        arg("m"),
+        arg(&record.merchant_id),
+        arg("o"),
+        arg(&record.order_id),
+        arg("a"),
+        arg(record.amount.minor_units()),
+        arg("c"),
+        arg(record.currency),
+        arg("ca"),
+        arg(record.created_at_ms),
+        arg("ea"),
+        arg(record.expires_at_ms),
+        arg("st"),
+        arg(record.stored_status.code()),
+    ];
+    if let Some(d) = &record.description {
+        fields.extend([arg("d"), arg(d.as_ref())]);
+    }
+    fields
+}
+
+fn parse_record(fields: HashMap<String, String>) -> Result<Option<SessionRecord>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |what: &str| StoreError::Corrupt(format!("session record field {what}"));
+    let get = |k: &str| fields.get(k).ok_or_else(|| corrupt(k));
+    let int = |k: &str| get(k)?.parse::<i64>().map_err(|_| corrupt(k));
+    let opt_int = |k: &str| {
+        fields
+            .get(k)
+            .map(|v| v.parse::<i64>().map_err(|_| corrupt(k)))
+    };
+    Ok(Some(SessionRecord {
+        merchant_id: MerchantId::parse(get("m")?).map_err(|_| corrupt("m"))?,
+        order_id: OrderId::parse(get("o")?).map_err(|_| corrupt("o"))?,
+        amount: get("a")?
+            .parse::<u64>()
+            .ok()
+            .and_then(|a| Amount::new(a).ok())
+            .ok_or_else(|| corrupt("a"))?,
+        currency: Currency::parse(get("c")?).map_err(|_| corrupt("c"))?,
+        description: fields
+            .get("d")
+            .map(|d| Description::parse(d).map_err(|_| corrupt("d")))
+            .transpose()?,
+        created_at_ms: int("ca")?,
+        expires_at_ms: int("ea")?,
+        stored_status: SessionStatus::from_code(get("st")?).ok_or_else(|| corrupt("st"))?,
+        paid_at_ms: opt_int("pa").transpose()?,
+        revoked_at_ms: opt_int("ra").transpose()?,
+        card_last4: fields.get("l4").cloned(),
+    }))
+}
+
+/// Reads a `{code, {field, value, …}}` script reply.
+fn coded_record(
+    reply: (i64, HashMap<String, String>),
+) -> Result<(i64, Option<SessionRecord>), StoreError> {
+    Ok((reply.0, parse_record(reply.1)?))
+}
+
+fn must_exist(record: Option<SessionRecord>) -> Result<SessionRecord, StoreError> {
+    record.ok_or_else(|| StoreError::Corrupt("live session without a record".into()))
+}
+
+#[async_trait::async_trait]
+impl<C> SessionStore for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn create(
+        &self,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        let keep_until = record
+            .expires_at_ms
+            .saturating_add(millis(retention) as i64);
+        let mut args = vec![arg(record.expires_at_ms), arg(keep_until)];
+        args.extend(record_fields(record));
+        let created: i64 = self
+            .script(&CREATE, &[record_key(digest), live_key(digest)], args)
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
+        let key = record_key(digest);
+        let fields: HashMap<String, String> =
+            self.run(|mut conn| async move {
+                redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await
+            })
+            .await?;
+        parse_record(fields)
+    }
+
+    async fn begin_payment(
+        &self,
+        digest: &TokenDigest,
+        lease: Duration,
+    ) -> Result<BeginPayment, StoreError> {
+        let keys = [record_key(digest), live_key(digest), lock_key(digest)];
+        let reply = self
+            .script(&BEGIN_PAYMENT, &keys, vec![arg(millis(lease))])
+            .await?;
+        Ok(match coded_record(reply)? {
+            (2, record) => BeginPayment::Claimed(must_exist(record)?),
+            (1, record) => BeginPayment::InProgress(must_exist(record)?),
+            (_, record) => BeginPayment::NotOpen(record),
+        })
+    }
+
+    async fn complete_payment(
+        &self,
+        digest: &TokenDigest,
+        paid_at_ms: i64,
+        card_last4: &str,
+        retention: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let keys = [record_key(digest), live_key(digest), lock_key(digest)];
+        let args = vec![arg(paid_at_ms), arg(card_last4), arg(millis(retention))];
+        let fields = self.script(&COMPLETE_PAYMENT, &keys, args).await?;
+        parse_record(fields)
+    }
+
+    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
+        let key = lock_key(digest);
+        self.run(|mut conn| async move {
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> Result<Revocation, StoreError> {
+        let keys = [record_key(digest), live_key(digest), lock_key(digest)];
+        let args = vec![arg(merchant), arg(revoked_at_ms), arg(millis(retention))];
+        let reply = self.script(&REVOKE, &keys, args).await?;
+        Ok(match coded_record(reply)? {
+            (3, record) => Revocation::Revoked(must_exist(record)?),
+            (2, record) => Revocation::PaymentInProgress(must_exist(record)?),
+            (1, record) => Revocation::NotOpen(must_exist(record)?),
+            _ => Revocation::NotFound,
+        })
+    }
+
+    async fn mark_expired(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let keys = [record_key(digest), live_key(digest)];
+        let fields = self.script(&MARK_EXPIRED, &keys, vec![]).await?;
+        parse_record(fields)
+    }
+
+    async fn hit_rate_limit(
+        &self,
+        key: &str,
+        window: Duration,
+    ) -> Result<RateLimitHit, StoreError> {
+        let key = format!("pl:rl:{key}");
+        let (count, left): (u64, u64) = self
+            .script(&RATE_LIMIT, &[key], vec![arg(millis(window))])
+            .await?;
+        Ok(RateLimitHit {
+            count,
+            resets_in: Duration::from_millis(left),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: Value = self
+            .run(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        match pong {
+            Value::SimpleString(_) | Value::BulkString(_) | Value::Okay => Ok(()),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected PING reply {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_one_session_shares_one_hash_tag() {
+        let digest = crate::session::PaymentToken::generate().unwrap().digest();
+        let tag = format!("{{{}}}", digest.to_hex());
+        for key in [record_key(&digest), live_key(&digest), lock_key(&digest)] {
+            assert!(key.contains(&tag), "{key}");
+        }
+        assert_eq!(digest_of_live_key(&live_key(&digest)), Some(digest));
+        assert_eq!(digest_of_live_key(&record_key(&digest)), None);
+    }
+}

@@ -1,0 +1,127 @@
+use super::{SessionRecord, TokenDigest};
+use crate::domain::MerchantId;
+use std::time::Duration;
+
+/// What can go wrong in a store, as the routes need to tell it apart: an unreachable or
+/// slow store is a 503, never a 410.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store cannot be reached")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the session store did not answer in time")]
+    Timeout,
+    #[error("the session store holds a record it cannot read")]
+    Corrupt(String),
+    #[error("a session with this digest exists already")]
+    Conflict,
+}
+
+/// The answer to [`SessionStore::begin_payment`].
+#[derive(Debug)]
+pub enum BeginPayment {
+    /// This caller alone may now charge the card; it must end with `complete_payment` or
+    /// `abandon_payment`.
+    Claimed(SessionRecord),
+    /// Another payment of this link is being processed right now.
+    InProgress(SessionRecord),
+    /// The link is not payable (paid, revoked, expired); the record if one is still kept.
+    NotOpen(Option<SessionRecord>),
+}
+
+/// The answer to [`SessionStore::revoke`].
+#[derive(Debug)]
+pub enum Revocation {
+    Revoked(SessionRecord),
+    /// A payment holds the link; it can no longer be revoked.
+    PaymentInProgress(SessionRecord),
+    /// The session has already ended.
+    NotOpen(SessionRecord),
+    /// No such session for this merchant (unknown, gone, or another merchant's).
+    NotFound,
+}
+
+/// One rate-limit counter after a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitHit {
+    /// Hits in the current window, this one included.
+    pub count: u64,
+    /// Time until the window ends.
+    pub resets_in: Duration,
+}
+
+/// A session whose TTL ran out with nobody paying, reported once by whichever instance
+/// marked it expired.
+#[derive(Debug, Clone)]
+pub struct ExpiredSession {
+    pub digest: TokenDigest,
+    pub record: SessionRecord,
+}
+
+/// Where stores send the sessions they marked expired on their own.
+pub type ExpiredSender = tokio::sync::mpsc::UnboundedSender<ExpiredSession>;
+
+/// The session store: a few verbs with meaning in our domain. Each is one atomic step in
+/// the backend, so two callers racing on one link can never both win.
+///
+/// A session is *open* from `create` until it is paid, revoked, or its absolute expiry
+/// passes. After that its record stays, unpayable, for the retention period.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new open session that dies at `record.expires_at_ms`; its record is kept
+    /// until `retention` after that. `Conflict` if the digest is taken.
+    async fn create(
+        &self,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// The record, open or ended, while the store keeps it. Never extends any TTL.
+    async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Atomically takes the link for one payment attempt, for at most `lease`. Exactly one
+    /// of any number of concurrent callers gets `Claimed`.
+    async fn begin_payment(
+        &self,
+        digest: &TokenDigest,
+        lease: Duration,
+    ) -> Result<BeginPayment, StoreError>;
+
+    /// The processor approved the claimed payment: in one step the live session is deleted
+    /// and the record becomes `paid`, kept for `retention` from now. Returns the paid
+    /// record, or `None` when the record is gone.
+    async fn complete_payment(
+        &self,
+        digest: &TokenDigest,
+        paid_at_ms: i64,
+        card_last4: &str,
+        retention: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The claimed payment did not go through (declined): the link is payable again if it
+    /// is still open.
+    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError>;
+
+    /// Revokes `merchant`'s open session in one step. Another merchant's session answers
+    /// `NotFound`, exactly like an unknown one.
+    async fn revoke(
+        &self,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> Result<Revocation, StoreError>;
+
+    /// Marks an open session whose time ran out as `expired`. Returns the record to the one
+    /// caller that made the change and `None` to everyone else, so an expiry is reported
+    /// once however many instances notice it.
+    async fn mark_expired(&self, digest: &TokenDigest)
+    -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Counts one hit on a fixed-window counter named `key`.
+    async fn hit_rate_limit(&self, key: &str, window: Duration)
+    -> Result<RateLimitHit, StoreError>;
+
+    /// Succeeds when the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

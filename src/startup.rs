@@ -1,0 +1,250 @@
+//! Assembles the whole application in one place: store, merchants, processor, routes.
+//! Only this file knows which store backend is live.
+
+use crate::config::Settings;
+use crate::error::{ApiError, PageError};
+use crate::lifecycle::{LifecycleEvent, emit};
+use crate::merchants::{DEMO_API_KEY, Merchants, MerchantsError};
+use crate::payments::{PaymentProcessor, TestProcessor};
+use crate::routes::{health, merchant_api, pay};
+use crate::session::{ExpiredSession, MemoryStore, SessionStore, connect_redis};
+use crate::telemetry::RedactedRootSpan;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{
+    App, Error, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web,
+};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub store: Arc<dyn SessionStore>,
+    pub merchants: Arc<Merchants>,
+    pub processor: Arc<dyn PaymentProcessor>,
+    pub settings: Arc<Settings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Merchants(#[from] MerchantsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the Redis connection: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("REDIS_URL names no cluster nodes")]
+    NoClusterNodes,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Arc<dyn SessionStore>,
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+impl Application {
+    /// Builds with the contract's test processor.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Arc::new(TestProcessor::default())).await
+    }
+
+    /// Binds `settings.addr` (port 0 picks a free port), connects the store and wires every
+    /// route. Serving starts with [`Application::run_until_stopped`].
+    pub async fn build_with(
+        settings: Settings,
+        processor: Arc<dyn PaymentProcessor>,
+    ) -> Result<Self, StartupError> {
+        let merchants = load_merchants(&settings)?;
+        let (expired_tx, expired_rx) = mpsc::unbounded_channel();
+        let store = build_store(&settings, expired_tx).await?;
+        tokio::spawn(log_expiries(expired_rx));
+
+        let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })?;
+        let bind_error = |source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        };
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            merchants: Arc::new(merchants),
+            processor,
+            settings: Arc::new(settings.clone()),
+        });
+        let static_dir = static_dir();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(security_headers))
+                .wrap(TracingLogger::<RedactedRootSpan>::new())
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .service(
+                    web::resource("/api/v1/sessions")
+                        .route(web::post().to(merchant_api::create))
+                        .default_service(web::to(merchant_api::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/api/v1/sessions/{token}")
+                        .route(web::get().to(merchant_api::read))
+                        .route(web::delete().to(merchant_api::revoke))
+                        .default_service(web::to(merchant_api::method_not_allowed)),
+                )
+                .service(
+                    web::resource("/pay/{token}")
+                        .route(web::get().to(pay::show))
+                        .route(web::post().to(pay::submit))
+                        .default_service(web::to(pay::method_not_allowed)),
+                )
+                .service(actix_files::Files::new("/static", &static_dir))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)
+        .map_err(bind_error)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The live store, for tests that look at it directly.
+    pub fn store(&self) -> Arc<dyn SessionStore> {
+        self.store.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn load_merchants(settings: &Settings) -> Result<Merchants, StartupError> {
+    match Merchants::load(&settings.merchants)? {
+        Some(merchants) => {
+            tracing::info!(
+                count = merchants.all().len(),
+                path = %settings.merchants.display(),
+                "merchants loaded"
+            );
+            Ok(merchants)
+        }
+        None => {
+            tracing::warn!(
+                path = %settings.merchants.display(),
+                merchantId = "demo",
+                apiKey = DEMO_API_KEY,
+                "no merchants file: serving the demo merchant with a public key. \
+                 Development only; create merchants with `paylink merchant add`"
+            );
+            Ok(Merchants::demo())
+        }
+    }
+}
+
+async fn build_store(
+    settings: &Settings,
+    expired: mpsc::UnboundedSender<ExpiredSession>,
+) -> Result<Arc<dyn SessionStore>, StartupError> {
+    let timeout = settings.store_timeout();
+    match settings.redis_url.as_deref() {
+        None => {
+            tracing::info!("session store: embedded (in-process); sessions are lost on restart");
+            Ok(Arc::new(MemoryStore::start(expired)))
+        }
+        Some(url) if url.starts_with("redis+cluster://") => {
+            let nodes: Vec<String> = url["redis+cluster://".len()..]
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(StartupError::NoClusterNodes);
+            }
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()?;
+            let conn = client.get_async_connection().await?;
+            tracing::info!("session store: Redis Cluster");
+            Ok(Arc::new(crate::session::RedisStore::new(conn, timeout)))
+        }
+        Some(url) => {
+            let store = connect_redis(url, timeout)?;
+            tracing::info!("session store: Redis");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn log_expiries(mut expired: mpsc::UnboundedReceiver<ExpiredSession>) {
+    while let Some(session) = expired.recv().await {
+        emit(LifecycleEvent::Expired, &session.record, &session.digest);
+    }
+}
+
+/// `./static` when run from the repository or next to an install, else the source tree's.
+fn static_dir() -> PathBuf {
+    let local = PathBuf::from("static");
+    if local.join("countdown.js").is_file() {
+        local
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
+    }
+}
+
+/// The security headers of the contract on every response (error pages included), and the
+/// request id for correlating with the log.
+async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let cacheable = req.path().starts_with("/static/");
+    let request_id = req.extensions().get::<RequestId>().map(ToString::to_string);
+    let mut response = next.call(req).await?;
+    let headers = response.headers_mut();
+    let mut set = |name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    set(header::REFERRER_POLICY, "no-referrer");
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::X_FRAME_OPTIONS, "DENY");
+    if !cacheable {
+        set(header::CACHE_CONTROL, "no-store");
+    }
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    Ok(response)
+}
+
+/// Unknown paths: JSON under `/api/`, a page elsewhere.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    if req.path().starts_with("/api/") {
+        ApiError::route_not_found().error_response()
+    } else {
+        PageError::NotFound.error_response()
+    }
+}

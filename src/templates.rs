@@ -1,0 +1,131 @@
+//! One struct per page; every page extends `_layout.html`. Escaping is on for all of them.
+
+use crate::domain::{CardError, CardField};
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use askama::Template;
+
+/// Renders a page with `status`. A template that fails to render is a bare 500.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> HttpResponse {
+    match page.render() {
+        Ok(html) => HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(html),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed to render");
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("Internal Server Error")
+        }
+    }
+}
+
+/// One input of the card form, with its error when the last submission had one.
+pub struct FormField {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub autocomplete: &'static str,
+    pub inputmode: &'static str,
+    pub placeholder: &'static str,
+    pub maxlength: u8,
+    pub error: Option<&'static str>,
+}
+
+impl FormField {
+    /// The card form's four inputs, marked with `errors`.
+    pub fn card_form(errors: &[CardError]) -> Vec<FormField> {
+        let error_for =
+            |field: CardField| errors.iter().find(|e| e.field == field).map(|e| e.message);
+        vec![
+            FormField {
+                name: CardField::CardholderName.name(),
+                label: "Name on card",
+                autocomplete: "cc-name",
+                inputmode: "text",
+                placeholder: "",
+                maxlength: 100,
+                error: error_for(CardField::CardholderName),
+            },
+            FormField {
+                name: CardField::CardNumber.name(),
+                label: "Card number",
+                autocomplete: "cc-number",
+                inputmode: "numeric",
+                placeholder: "1234 1234 1234 1234",
+                maxlength: 23,
+                error: error_for(CardField::CardNumber),
+            },
+            FormField {
+                name: CardField::Expiry.name(),
+                label: "Expiry date (MM/YY)",
+                autocomplete: "cc-exp",
+                inputmode: "numeric",
+                placeholder: "MM/YY",
+                maxlength: 7,
+                error: error_for(CardField::Expiry),
+            },
+            FormField {
+                name: CardField::Cvc.name(),
+                label: "Security code (CVC)",
+                autocomplete: "cc-csc",
+                inputmode: "numeric",
+                placeholder: "123",
+                maxlength: 4,
+                error: error_for(CardField::Cvc),
+            },
+        ]
+    }
+}
+
+/// The open link: "Complete your payment".
+#[derive(Template)]
+#[template(path = "pay.html")]
+pub struct PayPage<'a> {
+    pub merchant_name: &'a str,
+    pub order_id: &'a str,
+    pub amount: String,
+    pub description: Option<&'a str>,
+    pub expires_at_iso: String,
+    pub expires_at_text: String,
+    pub expires_at_ms: i64,
+    pub now_ms: i64,
+    pub decline_reason: Option<String>,
+    pub fields: Vec<FormField>,
+}
+
+impl PayPage<'_> {
+    pub fn has_errors(&self) -> bool {
+        self.fields.iter().any(|f| f.error.is_some())
+    }
+}
+
+/// After an approved payment.
+#[derive(Template)]
+#[template(path = "receipt.html")]
+pub struct ReceiptPage<'a> {
+    pub merchant_name: &'a str,
+    pub order_id: &'a str,
+    pub amount: String,
+    pub card_last4: &'a str,
+    pub paid_at_text: String,
+}
+
+/// 410: "Link Expired", for every link that cannot be paid.
+#[derive(Template)]
+#[template(path = "gone.html")]
+pub struct GonePage {
+    pub already_paid: bool,
+}
+
+/// 503: the store is away.
+#[derive(Template)]
+#[template(path = "unavailable.html")]
+pub struct UnavailablePage;
+
+/// Any other error a payer can meet.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub title: &'static str,
+    pub message: &'static str,
+}
