@@ -7,7 +7,9 @@ use crate::lifecycle::{LifecycleEvent, emit};
 use crate::merchants::{DEMO_API_KEY, Merchants, MerchantsError};
 use crate::payments::{PaymentProcessor, TestProcessor};
 use crate::routes::{health, merchant_api, pay};
-use crate::session::{ExpiredSession, MemoryStore, SessionStore, connect_redis};
+use crate::session::{
+    ExpiredSession, MemoryStore, SessionStore, connect_redis, spawn_expiry_watcher,
+};
 use crate::telemetry::RedactedRootSpan;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -192,6 +194,7 @@ async fn build_store(
         }
         Some(url) => {
             let store = connect_redis(url, timeout)?;
+            spawn_expiry_watcher(url, store.clone(), expired);
             tracing::info!("session store: Redis");
             Ok(Arc::new(store))
         }

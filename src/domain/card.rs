@@ -82,7 +82,7 @@ fn luhn_valid(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A complete, valid card as typed into the pay form. `Debug` redacts everything but the

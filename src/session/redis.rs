@@ -11,7 +11,11 @@
 //! - `pl:{D}:lock` — a short lease held while one payment is with the processor.
 //! - `pl:rl:{name}` — fixed-window rate-limit counters.
 
-use super::store::{BeginPayment, RateLimitHit, Revocation, SessionStore, StoreError};
+use super::store::{
+    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore,
+    StoreError,
+};
+use futures_util::StreamExt;
 use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -26,6 +30,105 @@ use std::time::Duration;
 pub struct RedisStore<C> {
     conn: C,
     timeout: Duration,
+}
+
+/// Keeps `session.expired` flowing without requests: subscribes to Redis's expired-key
+/// events and marks each live session whose key expired as expired. The mark is one
+/// atomic script, so with several paylink instances on one Redis exactly one of them
+/// reports each expiry. Reconnects on its own when Redis goes away.
+pub fn spawn_expiry_watcher<C>(url: &str, store: RedisStore<C>, expired: ExpiredSender)
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let client = match redis::Client::open(url) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch Redis expiries");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut announced = false;
+        loop {
+            if let Err(e) = watch_expiries(&client, &store, &expired, &mut announced).await {
+                tracing::warn!(error = %e, "Redis expiry watcher lost its connection; retrying");
+            }
+            if expired.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Turns on expired-key events (`notify-keyspace-events` with `E` and `x`), keeping any
+/// flags already set. Managed Redis services may forbid `CONFIG SET`; then the operator
+/// must enable them, and paylink says so.
+async fn enable_expired_events(client: &redis::Client) -> redis::RedisResult<bool> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let current: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let mut flags = current.get(1).cloned().unwrap_or_default();
+    let has_expired = flags.contains('x') || flags.contains('A');
+    let has_keyevent = flags.contains('E');
+    if has_expired && has_keyevent {
+        return Ok(true);
+    }
+    if !has_expired {
+        flags.push('x');
+    }
+    if !has_keyevent {
+        flags.push('E');
+    }
+    let set: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(&flags)
+        .query_async(&mut conn)
+        .await;
+    Ok(set.is_ok())
+}
+
+async fn watch_expiries<C>(
+    client: &redis::Client,
+    store: &RedisStore<C>,
+    expired: &ExpiredSender,
+    announced: &mut bool,
+) -> redis::RedisResult<()>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let enabled = enable_expired_events(client).await?;
+    if !*announced {
+        if enabled {
+            tracing::info!("Redis expired-key events on: session.expired is logged as links expire");
+        } else {
+            tracing::warn!(
+                "Redis refused CONFIG SET notify-keyspace-events; set it to include \"Ex\" \
+                 on the server, or session.expired is only noticed when a link is next used"
+            );
+        }
+        *announced = true;
+    }
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.psubscribe("__keyevent@*__:expired").await?;
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let Ok(key) = message.get_payload::<String>() else { continue };
+        let Some(digest) = digest_of_live_key(&key) else { continue };
+        match store.mark_expired(&digest).await {
+            Ok(Some(record)) => {
+                let _ = expired.send(ExpiredSession { digest, record });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not mark a session expired"),
+        }
+    }
+    Ok(())
 }
 
 /// Connects (lazily: paylink starts and answers 503 while Redis is away) to a standalone

@@ -1,0 +1,108 @@
+//! Redis going away and coming back, and what a dump of Redis shows.
+
+use crate::helpers::{
+    AppOptions, Backend, RedisServer, card, eventually, spawn_app, spawn_app_with, valid_card,
+};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_503_never_410_or_500_and_paylink_recovers_when_it_returns() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.store_timeout_ms = 500;
+    let mut app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    app.redis_mut().kill();
+
+    let page = app.get_pay_page(&created.token).await;
+    assert_eq!(page.status, 503, "{}", page.text);
+    assert!(page.text.contains("Temporarily unavailable") && !page.text.contains("Link Expired"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let pay = app.pay(&created.token, &valid_card()).await;
+    assert_eq!(pay.status, 503);
+    let api = app.get_session(&created.token).await;
+    assert_eq!(api.status, 503);
+    assert_eq!(api.error_code(), "store_unavailable");
+    let create = app
+        .post_session(&json!({"orderId": "o", "amount": 1, "currency": "USD"}))
+        .await;
+    assert_eq!(create.status, 503);
+    assert_eq!(app.revoke_session(&created.token).await.status, 503);
+    assert_eq!(app.get("/readyz").await.status, 503);
+    assert_eq!(app.get("/healthz").await.status, 200);
+    // A malformed token never needs the store.
+    assert_eq!(app.get_pay_page("nope").await.status, 410);
+    assert_eq!(app.approvals(), 0);
+
+    app.redis_mut().restart();
+    eventually(Duration::from_secs(10), "readyz recovers", || async {
+        app.get("/readyz").await.status == 200
+    })
+    .await;
+    // The restarted server kept nothing (no persistence here): the old link is gone, new ones work.
+    let fresh = app.create_default_session().await;
+    assert_eq!(app.get_pay_page(&fresh.token).await.status, 200);
+    assert_eq!(app.pay(&fresh.token, &valid_card()).await.status, 200);
+    assert_eq!(app.approvals(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_every_redis_key_and_value_holds_no_token_and_no_card_number() {
+    let app = spawn_app(Backend::Redis).await;
+    let mut tokens = Vec::new();
+    for i in 0..6 {
+        let created = app
+            .create_session(json!({"orderId": format!("ord_{i}"), "amount": 1000 + i, "currency": "USD", "description": "desc"}))
+            .await;
+        tokens.push(created.token);
+    }
+    app.pay(&tokens[0], &valid_card()).await;
+    app.pay(&tokens[1], &card("4000 0000 0000 0002")).await;
+    app.revoke_session(&tokens[2]).await;
+    app.get_pay_page(&tokens[3]).await;
+    let dump = app.redis().dump_everything();
+    assert!(
+        dump.contains("ord_0"),
+        "the dump really holds the sessions: {dump}"
+    );
+    for token in &tokens {
+        assert!(!dump.contains(token.as_str()), "token found in Redis");
+        assert!(!dump.contains(&token[..32]), "half a token found in Redis");
+    }
+    for number in [
+        "4242424242424242",
+        "4000000000000002",
+        "4242 4242 4242 4242",
+    ] {
+        assert!(!dump.contains(number), "card number found in Redis");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_redis_cannot_read_is_a_500_that_says_nothing_of_why() {
+    let app = spawn_app(Backend::Redis).await;
+    let created = app.create_default_session().await;
+    let digest = paylink::session::PaymentToken::parse(&created.token)
+        .unwrap()
+        .digest();
+    let key = format!("pl:{{{}}}", digest.to_hex());
+    app.redis().cli(&["HSET", &key, "a", "not-a-number"]);
+    let api = app.get_session(&created.token).await;
+    assert_eq!(api.status, 500);
+    assert_eq!(api.error_code(), "internal_error");
+    assert!(
+        !api.text.contains("record") && !api.text.contains("field") && !api.text.contains("redis"),
+        "{}",
+        api.text
+    );
+    let page = app.get_pay_page(&created.token).await;
+    assert_eq!(page.status, 500);
+    assert!(!page.text.contains("not-a-number") && !page.text.contains("Link Expired"));
+}
+
+#[tokio::test]
+async fn redis_server_is_really_there() {
+    // Guards the harness itself: a missing redis-server must fail loudly, not skip.
+    let server = RedisServer::start();
+    assert_eq!(server.cli(&["PING"]).trim(), "PONG");
+}

@@ -1,0 +1,457 @@
+//! Test harness: `spawn_app(backend)` starts paylink on a free port with its own store;
+//! `RedisServer` runs a real `redis-server` on a free loopback port for one test.
+
+use paylink::config::Settings;
+use paylink::merchants::api_key_digest;
+use paylink::payments::{
+    ChargeOutcome, ChargeRequest, PaymentProcessor, ProcessorError, TestProcessor,
+};
+use paylink::startup::Application;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const ACME_KEY: &str = "sk_test_acme_0123456789abcdef";
+pub const GLOBEX_KEY: &str = "sk_test_globex_0123456789abcdef";
+/// The display name has markup in it, so pages must escape it.
+pub const ACME_NAME: &str = "Acme <Tickets> & \"Co\"";
+
+/// The store behind the app under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// Runs one async test body against every backend, as `#[tokio::test]`s named after it.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded_store() {
+                    super::$name($crate::helpers::Backend::Memory).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name($crate::helpers::Backend::Redis).await
+                }
+            }
+        )*
+    };
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A real `redis-server` of this test's own, on a free loopback port. Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `redis-server` arguments (e.g. AOF settings).
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temp dir for redis"),
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}). Install it with \
+                     `apt-get install -y redis-server`, or run ./scripts/test, which does."
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.cli(&["PING"]).trim() == "PONG" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server the hard way (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `redis-cli` against this server and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--no-raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key with everything it holds, as text: what an attacker with a dump would see.
+    pub fn dump_everything(&self) -> String {
+        let keys = self.cli(&["--raw", "KEYS", "*"]);
+        let mut dump = String::new();
+        for key in keys.lines().filter(|k| !k.is_empty()) {
+            dump.push_str(key);
+            dump.push('\n');
+            let kind = self.cli(&["--raw", "TYPE", key]);
+            let value = match kind.trim() {
+                "hash" => self.cli(&["--raw", "HGETALL", key]),
+                "string" => self.cli(&["--raw", "GET", key]),
+                "zset" => self.cli(&["--raw", "ZRANGE", key, "0", "-1", "WITHSCORES"]),
+                "set" => self.cli(&["--raw", "SMEMBERS", key]),
+                "list" => self.cli(&["--raw", "LRANGE", key, "0", "-1"]),
+                other => format!("<{other}>"),
+            };
+            dump.push_str(&value);
+        }
+        dump
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A processor that takes its time, so a test can act while a payment is in flight.
+pub struct SlowProcessor {
+    pub inner: TestProcessor,
+    pub delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl PaymentProcessor for SlowProcessor {
+    async fn charge(&self, request: ChargeRequest<'_>) -> Result<ChargeOutcome, ProcessorError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.charge(request).await
+    }
+}
+
+/// How a test wants its app.
+pub struct AppOptions {
+    pub backend: Backend,
+    pub pay_rate_limit: u64,
+    pub api_rate_limit: u64,
+    pub retention_seconds: u64,
+    pub store_timeout_ms: u64,
+    pub processor_delay: Option<Duration>,
+    pub redis: Option<RedisServer>,
+}
+
+impl AppOptions {
+    pub fn new(backend: Backend) -> Self {
+        AppOptions {
+            backend,
+            pay_rate_limit: 0,
+            api_rate_limit: 0,
+            retention_seconds: 86_400,
+            store_timeout_ms: 1000,
+            processor_delay: None,
+            redis: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub processor: Arc<TestProcessor>,
+    pub slow_processor: Option<Arc<SlowProcessor>>,
+    pub redis: Option<RedisServer>,
+    _merchants_dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(AppOptions::new(backend)).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let merchants_dir = tempfile::tempdir().unwrap();
+    let merchants_path: PathBuf = merchants_dir.path().join("merchants.toml");
+    std::fs::write(
+        &merchants_path,
+        format!(
+            "[[merchant]]\nid = \"acme\"\nname = {}\napi_key_sha256 = \"{}\"\n\n\
+             [[merchant]]\nid = \"globex\"\nname = \"Globex\"\napi_key_sha256 = \"{}\"\n",
+            toml_string(ACME_NAME),
+            api_key_digest(ACME_KEY),
+            api_key_digest(GLOBEX_KEY)
+        ),
+    )
+    .unwrap();
+
+    let redis = match (options.backend, options.redis) {
+        (Backend::Redis, Some(server)) => Some(server),
+        (Backend::Redis, None) => Some(RedisServer::start()),
+        (Backend::Memory, _) => None,
+    };
+
+    let mut settings = Settings::for_tests();
+    settings.merchants = merchants_path;
+    settings.min_ttl_seconds = 1;
+    settings.pay_rate_limit_per_minute = options.pay_rate_limit;
+    settings.api_rate_limit_per_minute = options.api_rate_limit;
+    settings.record_retention_seconds = options.retention_seconds;
+    settings.store_timeout_ms = options.store_timeout_ms;
+    settings.redis_url = redis.as_ref().map(RedisServer::url);
+    let settings = settings.validate().expect("valid test settings");
+
+    let processor = Arc::new(TestProcessor::default());
+    let (app, slow_processor) = match options.processor_delay {
+        None => (
+            Application::build_with(settings, processor.clone()).await,
+            None,
+        ),
+        Some(delay) => {
+            let slow = Arc::new(SlowProcessor {
+                inner: TestProcessor::default(),
+                delay,
+            });
+            (
+                Application::build_with(settings, slow.clone()).await,
+                Some(slow),
+            )
+        }
+    };
+    let app = app.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        processor,
+        slow_processor,
+        redis,
+        _merchants_dir: merchants_dir,
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A created session as the API returned it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub token: String,
+    pub body: Value,
+}
+
+/// A response read whole, so assertions can look at everything.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    async fn read(response: reqwest::Response) -> Self {
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap_or_default(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub fn valid_card() -> Vec<(&'static str, String)> {
+    card("4242 4242 4242 4242")
+}
+
+pub fn card(number: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("cardholderName", "Ada Lovelace".to_owned()),
+        ("cardNumber", number.to_owned()),
+        ("expiry", "12/39".to_owned()),
+        ("cvc", "123".to_owned()),
+    ]
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// POST /api/v1/sessions with an arbitrary body as acme.
+    pub async fn post_session(&self, body: &Value) -> Reply {
+        self.post_session_as(ACME_KEY, body).await
+    }
+
+    pub async fn post_session_as(&self, key: &str, body: &Value) -> Reply {
+        let response = self
+            .client
+            .post(self.url("/api/v1/sessions"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+
+    /// Creates an open session for acme and returns its token.
+    pub async fn create_session(&self, body: Value) -> Created {
+        let reply = self.post_session(&body).await;
+        assert_eq!(reply.status, 201, "create failed: {}", reply.text);
+        let body = reply.json();
+        Created {
+            token: body["token"].as_str().unwrap().to_owned(),
+            body,
+        }
+    }
+
+    pub async fn create_default_session(&self) -> Created {
+        self.create_session(json!({"orderId": "ord_1", "amount": 1999, "currency": "USD"}))
+            .await
+    }
+
+    pub async fn get_session(&self, token: &str) -> Reply {
+        self.get_session_as(ACME_KEY, token).await
+    }
+
+    pub async fn get_session_as(&self, key: &str, token: &str) -> Reply {
+        let response = self
+            .client
+            .get(self.url(&format!("/api/v1/sessions/{token}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+
+    pub async fn revoke_session(&self, token: &str) -> Reply {
+        self.revoke_session_as(ACME_KEY, token).await
+    }
+
+    pub async fn revoke_session_as(&self, key: &str, token: &str) -> Reply {
+        let response = self
+            .client
+            .delete(self.url(&format!("/api/v1/sessions/{token}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+
+    pub async fn get_pay_page(&self, token: &str) -> Reply {
+        self.get(&format!("/pay/{token}")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+
+    pub async fn pay(&self, token: &str, form: &[(&str, String)]) -> Reply {
+        let response = self
+            .client
+            .post(self.url(&format!("/pay/{token}")))
+            .form(form)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+
+    /// Approvals the processor gave, whichever processor the app was built with.
+    pub fn approvals(&self) -> u64 {
+        match &self.slow_processor {
+            Some(slow) => slow.inner.approvals(),
+            None => self.processor.approvals(),
+        }
+    }
+
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("this test runs on Redis")
+    }
+
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("this test runs on Redis")
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

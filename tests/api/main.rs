@@ -1,0 +1,9 @@
+//! One integration-test binary: the app on port 0, real Redis servers started per test.
+
+mod helpers;
+
+mod api;
+mod faults;
+mod pages;
+mod payments;
+mod store_conformance;

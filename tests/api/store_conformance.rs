@@ -1,0 +1,376 @@
+//! One conformance suite for every store backend: the same verbs, the same answers.
+
+use crate::helpers::RedisServer;
+use futures_util::future::join_all;
+use paylink::domain::{Amount, Currency, MerchantId, OrderId};
+use paylink::session::{
+    BeginPayment, ExpiredSession, MemoryStore, PaymentToken, Revocation, SessionRecord,
+    SessionStatus, SessionStore, StoreError, TokenDigest, connect_redis, now_ms,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const RETENTION: Duration = Duration::from_secs(3600);
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A store under test, with whatever keeps it alive.
+pub struct StoreUnderTest {
+    pub store: Arc<dyn SessionStore>,
+    pub expired: mpsc::UnboundedReceiver<ExpiredSession>,
+    _redis: Option<RedisServer>,
+}
+
+pub fn memory_store() -> StoreUnderTest {
+    let (tx, rx) = mpsc::unbounded_channel();
+    StoreUnderTest {
+        store: Arc::new(MemoryStore::start(tx)),
+        expired: rx,
+        _redis: None,
+    }
+}
+
+pub fn redis_store() -> StoreUnderTest {
+    let server = RedisServer::start();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    StoreUnderTest {
+        store: Arc::new(connect_redis(&server.url(), Duration::from_secs(2)).unwrap()),
+        expired: rx,
+        _redis: Some(server),
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded_store() {
+                    super::$name(super::memory_store()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name(super::redis_store()).await
+                }
+            }
+        )*
+    };
+}
+
+fn merchant(id: &str) -> MerchantId {
+    MerchantId::parse(id).unwrap()
+}
+
+fn record(ttl: Duration) -> SessionRecord {
+    let now = now_ms();
+    SessionRecord {
+        merchant_id: merchant("acme"),
+        order_id: OrderId::parse("ord_1").unwrap(),
+        amount: Amount::new(1999).unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        description: None,
+        created_at_ms: now,
+        expires_at_ms: now + ttl.as_millis() as i64,
+        stored_status: SessionStatus::Open,
+        paid_at_ms: None,
+        revoked_at_ms: None,
+        card_last4: None,
+    }
+}
+
+fn digest() -> TokenDigest {
+    PaymentToken::generate().unwrap().digest()
+}
+
+async fn open_session(store: &dyn SessionStore, ttl: Duration) -> (TokenDigest, SessionRecord) {
+    let (d, r) = (digest(), record(ttl));
+    store.create(&d, &r, RETENTION).await.unwrap();
+    (d, r)
+}
+
+async fn a_created_session_loads_back_unchanged(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let d = digest();
+    let mut r = record(Duration::from_secs(60));
+    r.description = Some(paylink::domain::Description::parse("Tea for 2 — «special»").unwrap());
+    store.create(&d, &r, RETENTION).await.unwrap();
+    assert_eq!(store.load(&d).await.unwrap(), Some(r));
+    assert_eq!(store.load(&digest()).await.unwrap(), None);
+}
+
+async fn a_digest_cannot_be_created_twice(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, r) = open_session(store, Duration::from_secs(60)).await;
+    let again = store.create(&d, &r, RETENTION).await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+}
+
+async fn exactly_one_of_many_concurrent_claims_wins(t: StoreUnderTest) {
+    let (d, _) = open_session(t.store.as_ref(), Duration::from_secs(60)).await;
+    let claims = join_all((0..16).map(|_| {
+        let store = t.store.clone();
+        async move { store.begin_payment(&d, LEASE).await.unwrap() }
+    }))
+    .await;
+    let won = claims
+        .iter()
+        .filter(|c| matches!(c, BeginPayment::Claimed(_)))
+        .count();
+    let busy = claims
+        .iter()
+        .filter(|c| matches!(c, BeginPayment::InProgress(_)))
+        .count();
+    assert_eq!((won, busy), (1, 15));
+}
+
+async fn a_completed_payment_ends_the_session_for_good(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    let paid_at = now_ms();
+    let paid = store
+        .complete_payment(&d, paid_at, "4242", RETENTION)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paid.stored_status, SessionStatus::Paid);
+    assert_eq!(paid.paid_at_ms, Some(paid_at));
+    assert_eq!(paid.card_last4.as_deref(), Some("4242"));
+    assert_eq!(store.load(&d).await.unwrap(), Some(paid.clone()));
+    // Nothing makes it payable again: not a release, not another claim.
+    store.abandon_payment(&d).await.unwrap();
+    match store.begin_payment(&d, LEASE).await.unwrap() {
+        BeginPayment::NotOpen(Some(r)) => assert_eq!(r.stored_status, SessionStatus::Paid),
+        other => panic!("{other:?}"),
+    }
+    match store
+        .revoke(&d, &merchant("acme"), now_ms(), RETENTION)
+        .await
+        .unwrap()
+    {
+        Revocation::NotOpen(r) => assert_eq!(r.stored_status, SessionStatus::Paid),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn an_abandoned_payment_leaves_the_link_payable(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::InProgress(_)
+    ));
+    store.abandon_payment(&d).await.unwrap();
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+}
+
+async fn a_lapsed_payment_lease_frees_the_link(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    let short = Duration::from_millis(200);
+    assert!(matches!(
+        store.begin_payment(&d, short).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        store.begin_payment(&d, short).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+}
+
+async fn only_the_owner_can_revoke_and_only_once(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    let now = now_ms();
+    assert!(matches!(
+        store
+            .revoke(&d, &merchant("globex"), now, RETENTION)
+            .await
+            .unwrap(),
+        Revocation::NotFound
+    ));
+    assert!(matches!(
+        store
+            .revoke(&digest(), &merchant("acme"), now, RETENTION)
+            .await
+            .unwrap(),
+        Revocation::NotFound
+    ));
+    match store
+        .revoke(&d, &merchant("acme"), now, RETENTION)
+        .await
+        .unwrap()
+    {
+        Revocation::Revoked(r) => {
+            assert_eq!(r.stored_status, SessionStatus::Revoked);
+            assert_eq!(r.revoked_at_ms, Some(now));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .revoke(&d, &merchant("acme"), now, RETENTION)
+            .await
+            .unwrap(),
+        Revocation::NotOpen(_)
+    ));
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::NotOpen(Some(_))
+    ));
+}
+
+async fn a_payment_in_flight_cannot_be_revoked(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    assert!(matches!(
+        store
+            .revoke(&d, &merchant("acme"), now_ms(), RETENTION)
+            .await
+            .unwrap(),
+        Revocation::PaymentInProgress(_)
+    ));
+    let paid = store
+        .complete_payment(&d, now_ms(), "4242", RETENTION)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paid.stored_status, SessionStatus::Paid);
+}
+
+async fn a_session_expires_on_time_and_is_reported_once(mut t: StoreUnderTest) {
+    let store = t.store.clone();
+    let (d, _) = open_session(store.as_ref(), Duration::from_millis(1000)).await;
+    assert!(matches!(
+        store
+            .begin_payment(&d, Duration::from_millis(1))
+            .await
+            .unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    store.abandon_payment(&d).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::NotOpen(Some(_))
+    ));
+    let loaded = store.load(&d).await.unwrap().unwrap();
+    assert_eq!(loaded.status_at(now_ms()), SessionStatus::Expired);
+    // However many callers notice the expiry, it is reported exactly once.
+    let marks = join_all((0..8).map(|_| {
+        let store = store.clone();
+        async move { store.mark_expired(&d).await.unwrap() }
+    }))
+    .await;
+    let mut reports = marks.iter().filter(|m| m.is_some()).count();
+    while let Ok(reported) = t.expired.try_recv() {
+        assert_eq!(reported.digest, d);
+        reports += 1;
+    }
+    assert_eq!(reports, 1);
+    assert_eq!(
+        store.load(&d).await.unwrap().unwrap().stored_status,
+        SessionStatus::Expired
+    );
+}
+
+async fn reads_do_not_extend_the_expiry(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_millis(900)).await;
+    for _ in 0..6 {
+        store.load(&d).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::NotOpen(_)
+    ));
+}
+
+async fn outcome_records_are_forgotten_after_retention(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    store
+        .revoke(&d, &merchant("acme"), now_ms(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(store.load(&d).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.load(&d).await.unwrap(), None);
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::NotOpen(None)
+    ));
+}
+
+async fn rate_limit_counters_count_per_key_and_reset(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let window = Duration::from_millis(500);
+    for expected in 1..=3 {
+        let hit = store.hit_rate_limit("test:a", window).await.unwrap();
+        assert_eq!(hit.count, expected);
+        assert!(hit.resets_in <= window && hit.resets_in > Duration::ZERO);
+    }
+    assert_eq!(
+        store.hit_rate_limit("test:b", window).await.unwrap().count,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        store.hit_rate_limit("test:a", window).await.unwrap().count,
+        1
+    );
+}
+
+async fn the_store_answers_a_ping(t: StoreUnderTest) {
+    t.store.ping().await.unwrap();
+}
+
+conformance!(
+    a_created_session_loads_back_unchanged,
+    a_digest_cannot_be_created_twice,
+    exactly_one_of_many_concurrent_claims_wins,
+    a_completed_payment_ends_the_session_for_good,
+    an_abandoned_payment_leaves_the_link_payable,
+    a_lapsed_payment_lease_frees_the_link,
+    only_the_owner_can_revoke_and_only_once,
+    a_payment_in_flight_cannot_be_revoked,
+    a_session_expires_on_time_and_is_reported_once,
+    reads_do_not_extend_the_expiry,
+    outcome_records_are_forgotten_after_retention,
+    rate_limit_counters_count_per_key_and_reset,
+    the_store_answers_a_ping,
+);
+
+#[tokio::test]
+async fn the_embedded_store_frees_memory_without_requests() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let store = MemoryStore::start(tx);
+    for _ in 0..50 {
+        let r = record(Duration::from_millis(300));
+        store
+            .create(&digest(), &r, Duration::from_millis(200))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len(), 50);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(store.is_empty(), "{} sessions still held", store.len());
+}
