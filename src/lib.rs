@@ -3,6 +3,7 @@ pub mod domain;
 pub mod error;
 pub mod lifecycle;
 pub mod merchants;
+pub mod metrics;
 pub mod payments;
 pub mod routes;
 pub mod session;

@@ -38,7 +38,7 @@ async fn serve(cli: Cli) -> ExitCode {
         }
     };
     telemetry::init(settings.log_format);
-    let addr = settings.addr;
+    let ip = settings.addr.ip();
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
@@ -46,7 +46,8 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%addr, "paylink listening on http://{addr}");
+    let port = app.port();
+    tracing::info!(port, "paylink listening on http://{ip}:{port}");
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,10 +3,11 @@
 
 use crate::config::Settings;
 use crate::error::{ApiError, PageError};
-use crate::lifecycle::{LifecycleEvent, emit};
+use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::merchants::{DEMO_API_KEY, Merchants, MerchantsError};
+use crate::metrics::{Metrics, TimedStore};
 use crate::payments::{PaymentProcessor, TestProcessor};
-use crate::routes::{health, merchant_api, pay};
+use crate::routes::{admin, health, merchant_api, pay};
 use crate::session::{
     ExpiredSession, MemoryStore, SessionStore, connect_redis, spawn_expiry_watcher,
 };
@@ -27,6 +28,8 @@ use tracing_actix_web::{RequestId, TracingLogger};
 /// Everything a request handler may use.
 pub struct AppState {
     pub store: Arc<dyn SessionStore>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<Metrics>,
     pub merchants: Arc<Merchants>,
     pub processor: Arc<dyn PaymentProcessor>,
     pub settings: Arc<Settings>,
@@ -70,9 +73,14 @@ impl Application {
         processor: Arc<dyn PaymentProcessor>,
     ) -> Result<Self, StartupError> {
         let merchants = load_merchants(&settings)?;
+        let metrics = Arc::new(Metrics::new());
+        let lifecycle = Arc::new(Lifecycle::new(metrics.clone()));
         let (expired_tx, expired_rx) = mpsc::unbounded_channel();
-        let store = build_store(&settings, expired_tx).await?;
-        tokio::spawn(log_expiries(expired_rx));
+        let store: Arc<dyn SessionStore> = Arc::new(TimedStore::new(
+            build_store(&settings, expired_tx).await?,
+            metrics.clone(),
+        ));
+        tokio::spawn(log_expiries(expired_rx, lifecycle.clone()));
 
         let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {
             addr: settings.addr,
@@ -83,8 +91,11 @@ impl Application {
             source,
         };
         let port = listener.local_addr().map_err(bind_error)?.port();
+        let admin_enabled = settings.admin_token.is_some();
         let state = web::Data::new(AppState {
             store: store.clone(),
+            lifecycle,
+            metrics: metrics.clone(),
             merchants: Arc::new(merchants),
             processor,
             settings: Arc::new(settings.clone()),
@@ -93,6 +104,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(security_headers))
+                .wrap(from_fn(track_latency))
                 .wrap(TracingLogger::<RedactedRootSpan>::new())
                 .app_data(state.clone())
                 .route("/healthz", web::get().to(health::healthz))
@@ -114,6 +126,11 @@ impl Application {
                         .route(web::post().to(pay::submit))
                         .default_service(web::to(pay::method_not_allowed)),
                 )
+                .configure(|cfg| {
+                    if admin_enabled {
+                        admin::configure(cfg);
+                    }
+                })
                 .service(actix_files::Files::new("/static", &static_dir))
                 .default_service(web::to(not_found))
         })
@@ -190,7 +207,9 @@ async fn build_store(
                 .build()?;
             let conn = client.get_async_connection().await?;
             tracing::info!("session store: Redis Cluster");
-            Ok(Arc::new(crate::session::RedisStore::new(conn, timeout)))
+            Ok(Arc::new(crate::session::RedisStore::new_cluster(
+                conn, timeout,
+            )))
         }
         Some(url) => {
             let store = connect_redis(url, timeout)?;
@@ -201,10 +220,36 @@ async fn build_store(
     }
 }
 
-async fn log_expiries(mut expired: mpsc::UnboundedReceiver<ExpiredSession>) {
+async fn log_expiries(
+    mut expired: mpsc::UnboundedReceiver<ExpiredSession>,
+    lifecycle: Arc<Lifecycle>,
+) {
     while let Some(session) = expired.recv().await {
-        emit(LifecycleEvent::Expired, &session.record, &session.digest);
+        lifecycle.emit(LifecycleEvent::Expired, &session.record, &session.digest);
     }
+}
+
+/// Request latency by method, route pattern (never the path: it may hold a token) and status.
+async fn track_latency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let start = std::time::Instant::now();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        metrics
+            .http_duration
+            .with_label_values(&[&method, &route, response.status().as_str()])
+            .observe(start.elapsed().as_secs_f64());
+    }
+    Ok(response)
 }
 
 /// `./static` when run from the repository or next to an install, else the source tree's.

@@ -129,3 +129,43 @@ pub struct ErrorPage {
     pub title: &'static str,
     pub message: &'static str,
 }
+
+pub struct MerchantRow {
+    pub id: String,
+    pub name: String,
+    pub active: Option<u64>,
+}
+
+pub struct EventCount {
+    pub name: &'static str,
+    pub last_hour: u64,
+    pub since_start: u64,
+}
+
+pub struct EventRow {
+    pub at: String,
+    pub event: &'static str,
+    pub merchant_id: String,
+    pub order_id: String,
+    pub token_ref: String,
+}
+
+/// The operator dashboard.
+#[derive(Template)]
+#[template(path = "admin.html")]
+pub struct AdminPage {
+    pub active_total: Option<u64>,
+    pub merchants: Vec<MerchantRow>,
+    pub totals: Vec<EventCount>,
+    pub store_ok: bool,
+    pub store_ms: String,
+    pub backend: &'static str,
+    pub events: Vec<EventRow>,
+}
+
+/// The dashboard's login form.
+#[derive(Template)]
+#[template(path = "admin_login.html")]
+pub struct AdminLoginPage {
+    pub failed: bool,
+}

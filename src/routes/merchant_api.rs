@@ -4,7 +4,7 @@ use super::{rate_limit, read_body, rfc3339};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
-use crate::lifecycle::{LifecycleEvent, emit};
+use crate::lifecycle::LifecycleEvent;
 use crate::merchants::Merchant;
 use crate::session::{
     PaymentToken, Revocation, SessionRecord, SessionStatus, StoreError, TokenDigest, now_ms,
@@ -253,7 +253,9 @@ pub async fn create(
         .store
         .create(&digest, &record, settings.retention())
         .await?;
-    emit(LifecycleEvent::Created, &record, &digest);
+    state
+        .lifecycle
+        .emit(LifecycleEvent::Created, &record, &digest);
 
     let view = SessionView::new(&record, &token, &settings.public_url);
     Ok(HttpResponse::Created()
@@ -319,7 +321,9 @@ pub async fn revoke(
         .await?;
     match revoked {
         Revocation::Revoked(record) => {
-            emit(LifecycleEvent::Revoked, &record, &digest);
+            state
+                .lifecycle
+                .emit(LifecycleEvent::Revoked, &record, &digest);
             Ok(HttpResponse::Ok().json(SessionView::new(
                 &record,
                 &token,

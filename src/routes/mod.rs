@@ -1,5 +1,6 @@
 //! HTTP in, domain calls, HTTP out. Routes talk to the store trait only.
 
+pub mod admin;
 pub mod health;
 pub mod merchant_api;
 pub mod pay;

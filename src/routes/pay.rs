@@ -3,7 +3,7 @@
 use super::{client_ip, clock_time, date_time, rate_limit, read_body};
 use crate::domain::{CardDetails, CardError};
 use crate::error::PageError;
-use crate::lifecycle::{LifecycleEvent, emit};
+use crate::lifecycle::LifecycleEvent;
 use crate::payments::{ChargeOutcome, ChargeRequest};
 use crate::session::{
     BeginPayment, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
@@ -30,10 +30,13 @@ fn parse_token(raw: &str) -> Result<PaymentToken, PageError> {
     })
 }
 
-fn gone_for(record: Option<&SessionRecord>, digest: &TokenDigest) -> PageError {
+/// 410 for a link that cannot be paid. A paid link asked for again is a replay: logged.
+fn gone_for(state: &AppState, record: Option<&SessionRecord>, digest: &TokenDigest) -> PageError {
     let already_paid = record.is_some_and(|r| r.stored_status == SessionStatus::Paid);
     if let Some(record) = record.filter(|_| already_paid) {
-        emit(LifecycleEvent::ReplayRejected, record, digest);
+        state
+            .lifecycle
+            .emit(LifecycleEvent::ReplayRejected, record, digest);
     }
     PageError::Gone { already_paid }
 }
@@ -88,10 +91,12 @@ pub async fn show(
     let record = state.store.load(&digest).await?;
     match record {
         Some(record) if record.status_at(now_ms()) == SessionStatus::Open => {
-            emit(LifecycleEvent::Viewed, &record, &digest);
+            state
+                .lifecycle
+                .emit(LifecycleEvent::Viewed, &record, &digest);
             Ok(pay_page(&state, &record, StatusCode::OK, None, &[]))
         }
-        other => Err(gone_for(other.as_ref(), &digest)),
+        other => Err(gone_for(&state, other.as_ref(), &digest)),
     }
 }
 
@@ -136,7 +141,7 @@ pub async fn submit(
                     None,
                     &errors,
                 )),
-                other => Err(gone_for(other.as_ref(), &digest)),
+                other => Err(gone_for(&state, other.as_ref(), &digest)),
             };
         }
     };
@@ -144,7 +149,7 @@ pub async fn submit(
     let record = match state.store.begin_payment(&digest, PAYMENT_LEASE).await? {
         BeginPayment::Claimed(record) => record,
         BeginPayment::InProgress(_) => return Err(PageError::PaymentInProgress),
-        BeginPayment::NotOpen(record) => return Err(gone_for(record.as_ref(), &digest)),
+        BeginPayment::NotOpen(record) => return Err(gone_for(&state, record.as_ref(), &digest)),
     };
 
     let charge = ChargeRequest {
@@ -156,14 +161,26 @@ pub async fn submit(
     let outcome = tokio::time::timeout(PROCESSOR_TIMEOUT, state.processor.charge(charge)).await;
     match outcome {
         Ok(Ok(ChargeOutcome::Approved)) => {
+            state
+                .metrics
+                .payments
+                .with_label_values(&["approved"])
+                .inc();
             let paid_at = now_ms();
             let last4 = card.number.last4();
             let paid = record_payment(&state, &digest, &record, paid_at, last4).await;
-            emit(LifecycleEvent::Paid, &paid, &digest);
+            state.lifecycle.emit(LifecycleEvent::Paid, &paid, &digest);
             Ok(receipt(&state, &paid, paid_at, last4))
         }
         Ok(Ok(ChargeOutcome::Declined(reason))) => {
-            emit(LifecycleEvent::PaymentDeclined, &record, &digest);
+            state
+                .metrics
+                .payments
+                .with_label_values(&["declined"])
+                .inc();
+            state
+                .lifecycle
+                .emit(LifecycleEvent::PaymentDeclined, &record, &digest);
             release(&state, &digest).await;
             Ok(pay_page(
                 &state,
@@ -207,7 +224,7 @@ async fn record_payment(
     let retention = state.settings.retention();
     match state
         .store
-        .complete_payment(digest, paid_at, last4, retention)
+        .complete_payment(digest, &claimed.merchant_id, paid_at, last4, retention)
         .await
     {
         Ok(Some(record)) => record,
@@ -219,13 +236,14 @@ async fn record_payment(
                 "approved payment not yet recorded; retrying in the background"
             );
             let store = state.store.clone();
+            let merchant = claimed.merchant_id.clone();
             let digest = *digest;
             let owned_last4 = last4.to_owned();
             tokio::spawn(async move {
                 for attempt in 1..=120u32 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     if store
-                        .complete_payment(&digest, paid_at, &owned_last4, retention)
+                        .complete_payment(&digest, &merchant, paid_at, &owned_last4, retention)
                         .await
                         .is_ok()
                     {

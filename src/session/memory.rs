@@ -19,6 +19,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    expired: ExpiredSender,
 }
 
 #[derive(Default)]
@@ -28,6 +29,8 @@ struct Inner {
     /// removed from here when they change; the sweeper checks the entry itself.
     deadlines: BinaryHeap<Reverse<(i64, TokenDigest)>>,
     rate_limits: HashMap<String, (i64, u64)>,
+    /// Live sessions per merchant, kept as sessions start and end.
+    live: HashMap<MerchantId, u64>,
 }
 
 struct Entry {
@@ -58,6 +61,7 @@ impl MemoryStore {
     pub fn start(expired: ExpiredSender) -> Self {
         let store = MemoryStore {
             inner: Arc::new(Mutex::new(Inner::default())),
+            expired: expired.clone(),
         };
         let weak = Arc::downgrade(&store.inner);
         tokio::spawn(sweep_forever(weak, expired));
@@ -105,22 +109,16 @@ impl Inner {
                 break;
             }
             self.deadlines.pop();
-            let Some(entry) = self.sessions.get_mut(&digest) else {
+            let Some(entry) = self.sessions.get(&digest) else {
                 continue;
             };
             if entry.keep_until_ms <= now {
+                self.end_live(&digest);
                 self.sessions.remove(&digest);
                 continue;
             }
-            if entry.live && now >= entry.record.expires_at_ms {
-                entry.live = false;
-                if entry.record.stored_status == SessionStatus::Open {
-                    entry.record.stored_status = SessionStatus::Expired;
-                    expired.push(ExpiredSession {
-                        digest,
-                        record: entry.record.clone(),
-                    });
-                }
+            if let Some(record) = self.expire_if_due(&digest, now) {
+                expired.push(ExpiredSession { digest, record });
             }
         }
         self.rate_limits
@@ -128,9 +126,36 @@ impl Inner {
         expired
     }
 
-    fn end(&mut self, digest: TokenDigest, keep_until_ms: i64) {
-        if let Some(entry) = self.sessions.get_mut(&digest) {
+    /// Ends the live session of an entry, keeping the per-merchant count right.
+    fn end_live(&mut self, digest: &TokenDigest) {
+        if let Some(entry) = self.sessions.get_mut(digest)
+            && entry.live
+        {
             entry.live = false;
+            if let Some(n) = self.live.get_mut(&entry.record.merchant_id) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Marks a live session whose time has run out as expired; the record if this call
+    /// made the change.
+    fn expire_if_due(&mut self, digest: &TokenDigest, now: i64) -> Option<SessionRecord> {
+        let entry = self.sessions.get(digest)?;
+        if !entry.live || now < entry.record.expires_at_ms {
+            return None;
+        }
+        self.end_live(digest);
+        let entry = self.sessions.get_mut(digest)?;
+        (entry.record.stored_status == SessionStatus::Open).then(|| {
+            entry.record.stored_status = SessionStatus::Expired;
+            entry.record.clone()
+        })
+    }
+
+    fn end(&mut self, digest: TokenDigest, keep_until_ms: i64) {
+        self.end_live(&digest);
+        if let Some(entry) = self.sessions.get_mut(&digest) {
             entry.payment_lease_until_ms = None;
             entry.keep_until_ms = keep_until_ms;
             self.deadlines.push(Reverse((keep_until_ms, digest)));
@@ -164,6 +189,7 @@ impl SessionStore for MemoryStore {
             .deadlines
             .push(Reverse((record.expires_at_ms, *digest)));
         inner.deadlines.push(Reverse((keep_until_ms, *digest)));
+        *inner.live.entry(record.merchant_id.clone()).or_default() += 1;
         Ok(())
     }
 
@@ -200,6 +226,7 @@ impl SessionStore for MemoryStore {
     async fn complete_payment(
         &self,
         digest: &TokenDigest,
+        _merchant: &MerchantId,
         paid_at_ms: i64,
         card_last4: &str,
         retention: Duration,
@@ -265,19 +292,7 @@ impl SessionStore for MemoryStore {
         &self,
         digest: &TokenDigest,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let now = now_ms();
-        let mut inner = self.lock();
-        let Some(entry) = inner.sessions.get_mut(digest) else {
-            return Ok(None);
-        };
-        if entry.live && now >= entry.record.expires_at_ms {
-            entry.live = false;
-            if entry.record.stored_status == SessionStatus::Open {
-                entry.record.stored_status = SessionStatus::Expired;
-                return Ok(Some(entry.record.clone()));
-            }
-        }
-        Ok(None)
+        Ok(self.lock().expire_if_due(digest, now_ms()))
     }
 
     async fn hit_rate_limit(
@@ -299,6 +314,23 @@ impl SessionStore for MemoryStore {
             count: slot.1,
             resets_in: Duration::from_millis(u64::try_from(slot.0 - now).unwrap_or(0)),
         })
+    }
+
+    async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {
+        // Sweep first so that sessions whose time ran out a moment ago are not counted.
+        let (found, counts) = {
+            let mut inner = self.lock();
+            let found = inner.sweep(now_ms());
+            let counts = merchants
+                .iter()
+                .map(|m| inner.live.get(m).copied().unwrap_or(0))
+                .collect();
+            (found, counts)
+        };
+        for session in found {
+            let _ = self.expired.send(session);
+        }
+        Ok(counts)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

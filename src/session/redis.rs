@@ -10,14 +10,17 @@
 //!   that writes the outcome.
 //! - `pl:{D}:lock` — a short lease held while one payment is with the processor.
 //! - `pl:rl:{name}` — fixed-window rate-limit counters.
+//! - `pl:active:{merchant}` — sorted set of the merchant's open sessions (16 bytes of the
+//!   digest, scored by expiry), so counting open links is one `ZCOUNT` from now on: exact
+//!   even for links that expired unseen, and never a SCAN. On a standalone server it is
+//!   updated inside the session scripts; on a cluster (another slot) right after them.
 
 use super::store::{
-    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore,
-    StoreError,
+    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore, StoreError,
 };
-use futures_util::StreamExt;
 use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
+use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::collections::HashMap;
@@ -30,6 +33,8 @@ use std::time::Duration;
 pub struct RedisStore<C> {
     conn: C,
     timeout: Duration,
+    /// Redis Cluster: keys of different slots cannot meet in one script.
+    cluster: bool,
 }
 
 /// Keeps `session.expired` flowing without requests: subscribes to Redis's expired-key
@@ -105,7 +110,9 @@ where
     let enabled = enable_expired_events(client).await?;
     if !*announced {
         if enabled {
-            tracing::info!("Redis expired-key events on: session.expired is logged as links expire");
+            tracing::info!(
+                "Redis expired-key events on: session.expired is logged as links expire"
+            );
         } else {
             tracing::warn!(
                 "Redis refused CONFIG SET notify-keyspace-events; set it to include \"Ex\" \
@@ -118,8 +125,12 @@ where
     pubsub.psubscribe("__keyevent@*__:expired").await?;
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        let Ok(key) = message.get_payload::<String>() else { continue };
-        let Some(digest) = digest_of_live_key(&key) else { continue };
+        let Ok(key) = message.get_payload::<String>() else {
+            continue;
+        };
+        let Some(digest) = digest_of_live_key(&key) else {
+            continue;
+        };
         match store.mark_expired(&digest).await {
             Ok(Some(record)) => {
                 let _ = expired.send(ExpiredSession { digest, record });
@@ -165,18 +176,28 @@ pub(crate) fn digest_of_live_key(key: &str) -> Option<TokenDigest> {
     TokenDigest::from_hex(hex)
 }
 
+fn index_key(merchant: &MerchantId) -> String {
+    format!("pl:active:{{{merchant}}}")
+}
+
+fn index_member(digest: &TokenDigest) -> Vec<u8> {
+    digest.as_bytes()[..16].to_vec()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-// KEYS: record, live. ARGV: expiresAt ms, keep-until ms, then field/value pairs.
+// KEYS: record, live, [index]. ARGV: expiresAt ms, keep-until ms, index member, then
+// field/value pairs.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PXAT', ARGV[1])
+if KEYS[3] then redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3]) end
 return 1
 ",
     )
@@ -198,7 +219,7 @@ return {2, redis.call('HGETALL', KEYS[1])}
     )
 });
 
-// KEYS: record, live, lock. ARGV: paidAt ms, last4, retention ms.
+// KEYS: record, live, lock, [index]. ARGV: paidAt ms, last4, retention ms, index member.
 // Open or just-expired records become paid; the live session goes in the same step.
 static COMPLETE_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -206,6 +227,7 @@ static COMPLETE_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st then return {} end
 redis.call('DEL', KEYS[2], KEYS[3])
+if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[4]) end
 if st == 'o' or st == 'e' then
   redis.call('HSET', KEYS[1], 'st', 'p', 'pa', ARGV[1], 'l4', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -215,7 +237,7 @@ return redis.call('HGETALL', KEYS[1])
     )
 });
 
-// KEYS: record, live, lock. ARGV: merchant, revokedAt ms, retention ms.
+// KEYS: record, live, lock, [index]. ARGV: merchant, revokedAt ms, retention ms, member.
 // Returns {0, {}} not found, {1, record} not open, {2, record} in progress, {3, record} revoked.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -224,6 +246,7 @@ if redis.call('HGET', KEYS[1], 'm') ~= ARGV[1] then return {0, {}} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {1, redis.call('HGETALL', KEYS[1])} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {2, redis.call('HGETALL', KEYS[1])} end
 redis.call('DEL', KEYS[2])
+if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[4]) end
 redis.call('HSET', KEYS[1], 'st', 'r', 'ra', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {3, redis.call('HGETALL', KEYS[1])}
@@ -260,8 +283,63 @@ impl<C> RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    /// A store over a standalone server's connection.
     pub fn new(conn: C, timeout: Duration) -> Self {
-        RedisStore { conn, timeout }
+        RedisStore {
+            conn,
+            timeout,
+            cluster: false,
+        }
+    }
+
+    /// A store over a Redis Cluster connection.
+    pub fn new_cluster(conn: C, timeout: Duration) -> Self {
+        RedisStore {
+            conn,
+            timeout,
+            cluster: true,
+        }
+    }
+
+    /// The session's keys, plus the merchant's index key where one script may touch it.
+    fn keys(&self, digest: &TokenDigest, merchant: &MerchantId, with_lock: bool) -> Vec<String> {
+        let mut keys = vec![record_key(digest), live_key(digest)];
+        if with_lock {
+            keys.push(lock_key(digest));
+        }
+        if !self.cluster {
+            keys.push(index_key(merchant));
+        }
+        keys
+    }
+
+    /// On a cluster the index lives in another slot: update it after the session step.
+    /// Best effort: a stale entry only counts until its expiry score passes.
+    async fn update_index_apart(
+        &self,
+        command: &str,
+        merchant: &MerchantId,
+        digest: &TokenDigest,
+        score: i64,
+    ) {
+        if !self.cluster {
+            return;
+        }
+        let (key, member) = (index_key(merchant), index_member(digest));
+        let command = command.to_owned();
+        let result: Result<(), StoreError> = self
+            .run(|mut conn| async move {
+                let mut cmd = redis::cmd(&command);
+                cmd.arg(&key);
+                if command == "ZADD" {
+                    cmd.arg(score);
+                }
+                cmd.arg(&member).query_async::<()>(&mut conn).await
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not update the active-session index");
+        }
     }
 
     /// Runs one Redis step within the store timeout; a slow or absent Redis is
@@ -385,16 +463,20 @@ where
         let keep_until = record
             .expires_at_ms
             .saturating_add(millis(retention) as i64);
-        let mut args = vec![arg(record.expires_at_ms), arg(keep_until)];
+        let mut args = vec![
+            arg(record.expires_at_ms),
+            arg(keep_until),
+            index_member(digest),
+        ];
         args.extend(record_fields(record));
-        let created: i64 = self
-            .script(&CREATE, &[record_key(digest), live_key(digest)], args)
-            .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
+        let keys = self.keys(digest, &record.merchant_id, false);
+        let created: i64 = self.script(&CREATE, &keys, args).await?;
+        if created != 1 {
+            return Err(StoreError::Conflict);
         }
+        self.update_index_apart("ZADD", &record.merchant_id, digest, record.expires_at_ms)
+            .await;
+        Ok(())
     }
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
@@ -426,13 +508,20 @@ where
     async fn complete_payment(
         &self,
         digest: &TokenDigest,
+        merchant: &MerchantId,
         paid_at_ms: i64,
         card_last4: &str,
         retention: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let keys = [record_key(digest), live_key(digest), lock_key(digest)];
-        let args = vec![arg(paid_at_ms), arg(card_last4), arg(millis(retention))];
+        let keys = self.keys(digest, merchant, true);
+        let args = vec![
+            arg(paid_at_ms),
+            arg(card_last4),
+            arg(millis(retention)),
+            index_member(digest),
+        ];
         let fields = self.script(&COMPLETE_PAYMENT, &keys, args).await?;
+        self.update_index_apart("ZREM", merchant, digest, 0).await;
         parse_record(fields)
     }
 
@@ -454,11 +543,19 @@ where
         revoked_at_ms: i64,
         retention: Duration,
     ) -> Result<Revocation, StoreError> {
-        let keys = [record_key(digest), live_key(digest), lock_key(digest)];
-        let args = vec![arg(merchant), arg(revoked_at_ms), arg(millis(retention))];
+        let keys = self.keys(digest, merchant, true);
+        let args = vec![
+            arg(merchant),
+            arg(revoked_at_ms),
+            arg(millis(retention)),
+            index_member(digest),
+        ];
         let reply = self.script(&REVOKE, &keys, args).await?;
         Ok(match coded_record(reply)? {
-            (3, record) => Revocation::Revoked(must_exist(record)?),
+            (3, record) => {
+                self.update_index_apart("ZREM", merchant, digest, 0).await;
+                Revocation::Revoked(must_exist(record)?)
+            }
             (2, record) => Revocation::PaymentInProgress(must_exist(record)?),
             (1, record) => Revocation::NotOpen(must_exist(record)?),
             _ => Revocation::NotFound,
@@ -487,6 +584,30 @@ where
             count,
             resets_in: Duration::from_millis(left),
         })
+    }
+
+    async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {
+        if merchants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = super::now_ms();
+        let keys: Vec<String> = merchants.iter().map(index_key).collect();
+        let replies: Vec<(u64, u64)> = self
+            .run(|mut conn| async move {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    // Drop what has expired, then count what is left; the count alone is
+                    // exact, the pruning only keeps the set small.
+                    pipe.cmd("ZREMRANGEBYSCORE").arg(key).arg("-inf").arg(now);
+                    pipe.cmd("ZCOUNT")
+                        .arg(key)
+                        .arg(format!("({now}"))
+                        .arg("+inf");
+                }
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(replies.into_iter().map(|(_, count)| count).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -93,6 +93,7 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn complete_payment(
         &self,
         digest: &TokenDigest,
+        merchant: &MerchantId,
         paid_at_ms: i64,
         card_last4: &str,
         retention: Duration,
@@ -121,6 +122,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Counts one hit on a fixed-window counter named `key`.
     async fn hit_rate_limit(&self, key: &str, window: Duration)
     -> Result<RateLimitHit, StoreError>;
+
+    /// How many sessions are open (payable) now for each of `merchants`, in that order.
+    /// Exact even for sessions that expired with nobody asking; never scans the keyspace.
+    async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError>;
 
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

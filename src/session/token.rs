@@ -80,6 +80,11 @@ impl TokenDigest {
         hex::encode(self.0)
     }
 
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Reads a digest back from its hex form, as found in a store key.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];

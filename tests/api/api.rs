@@ -344,7 +344,13 @@ async fn bad_inputs_get_a_422_naming_the_field_or_the_right_error(backend: Backe
 }
 
 /// (why, body, content type, expected status, expected code)
-type BodyCase = (&'static str, Vec<u8>, Option<&'static str>, u16, &'static str);
+type BodyCase = (
+    &'static str,
+    Vec<u8>,
+    Option<&'static str>,
+    u16,
+    &'static str,
+);
 
 async fn malformed_bodies_media_types_and_sizes_are_refused_clearly(backend: Backend) {
     let app = spawn_app(backend).await;

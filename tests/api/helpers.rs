@@ -181,6 +181,7 @@ pub struct AppOptions {
     pub store_timeout_ms: u64,
     pub processor_delay: Option<Duration>,
     pub redis: Option<RedisServer>,
+    pub admin_token: Option<String>,
 }
 
 impl AppOptions {
@@ -193,6 +194,7 @@ impl AppOptions {
             store_timeout_ms: 1000,
             processor_delay: None,
             redis: None,
+            admin_token: None,
         }
     }
 }
@@ -212,18 +214,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let merchants_dir = tempfile::tempdir().unwrap();
-    let merchants_path: PathBuf = merchants_dir.path().join("merchants.toml");
-    std::fs::write(
-        &merchants_path,
-        format!(
-            "[[merchant]]\nid = \"acme\"\nname = {}\napi_key_sha256 = \"{}\"\n\n\
-             [[merchant]]\nid = \"globex\"\nname = \"Globex\"\napi_key_sha256 = \"{}\"\n",
-            toml_string(ACME_NAME),
-            api_key_digest(ACME_KEY),
-            api_key_digest(GLOBEX_KEY)
-        ),
-    )
-    .unwrap();
+    let merchants_path = write_merchants(merchants_dir.path());
 
     let redis = match (options.backend, options.redis) {
         (Backend::Redis, Some(server)) => Some(server),
@@ -239,6 +230,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     settings.record_retention_seconds = options.retention_seconds;
     settings.store_timeout_ms = options.store_timeout_ms;
     settings.redis_url = redis.as_ref().map(RedisServer::url);
+    settings.admin_token = options.admin_token;
     let settings = settings.validate().expect("valid test settings");
 
     let processor = Arc::new(TestProcessor::default());
@@ -273,6 +265,23 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         redis,
         _merchants_dir: merchants_dir,
     }
+}
+
+/// Writes the test merchants file (acme and globex) into `dir`.
+pub fn write_merchants(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("merchants.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[merchant]]\nid = \"acme\"\nname = {}\napi_key_sha256 = \"{}\"\n\n\
+             [[merchant]]\nid = \"globex\"\nname = \"Globex\"\napi_key_sha256 = \"{}\"\n",
+            toml_string(ACME_NAME),
+            api_key_digest(ACME_KEY),
+            api_key_digest(GLOBEX_KEY)
+        ),
+    )
+    .unwrap();
+    path
 }
 
 fn toml_string(s: &str) -> String {
@@ -441,6 +450,99 @@ impl TestApp {
     pub fn redis_mut(&mut self) -> &mut RedisServer {
         self.redis.as_mut().expect("this test runs on Redis")
     }
+}
+
+/// The real `paylink` binary, run as an operator would, with its stdout captured line by
+/// line. Killed on drop.
+pub struct BinaryApp {
+    pub address: String,
+    child: Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl BinaryApp {
+    pub fn start(redis_url: Option<String>, extra_env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let merchants = write_merchants(dir.path());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_paylink"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PAYLINK_ADDR", "127.0.0.1:0")
+            .env("PAYLINK_MERCHANTS", &merchants)
+            .env("PAYLINK_MIN_TTL_SECONDS", "1")
+            .env("PAYLINK_PAY_RATE_LIMIT_PER_MINUTE", "0")
+            .env("PAYLINK_API_RATE_LIMIT_PER_MINUTE", "0")
+            .env("PAYLINK_LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(url) = redis_url {
+            command.env("REDIS_URL", url);
+        }
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("the paylink binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let found = lines.lock().unwrap().iter().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                v.get("port")?.as_u64()
+            });
+            if let Some(port) = found {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paylink did not say where it listens"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        BinaryApp {
+            address: format!("http://127.0.0.1:{port}"),
+            child,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The parsed lifecycle events (lines with an `event` field) so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.log()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("event").is_some())
+            .collect()
+    }
+}
+
+impl Drop for BinaryApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SHA-256 of the token's text, first 12 hex characters: the contract's `tokenRef`.
+pub fn token_ref(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12].to_owned()
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `limit`.

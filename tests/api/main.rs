@@ -4,6 +4,7 @@ mod helpers;
 
 mod api;
 mod faults;
+mod operations;
 mod pages;
 mod payments;
 mod store_conformance;

@@ -133,7 +133,7 @@ async fn a_completed_payment_ends_the_session_for_good(t: StoreUnderTest) {
     ));
     let paid_at = now_ms();
     let paid = store
-        .complete_payment(&d, paid_at, "4242", RETENTION)
+        .complete_payment(&d, &merchant("acme"), paid_at, "4242", RETENTION)
         .await
         .unwrap()
         .unwrap();
@@ -247,7 +247,7 @@ async fn a_payment_in_flight_cannot_be_revoked(t: StoreUnderTest) {
         Revocation::PaymentInProgress(_)
     ));
     let paid = store
-        .complete_payment(&d, now_ms(), "4242", RETENTION)
+        .complete_payment(&d, &merchant("acme"), now_ms(), "4242", RETENTION)
         .await
         .unwrap()
         .unwrap();
@@ -339,6 +339,48 @@ async fn rate_limit_counters_count_per_key_and_reset(t: StoreUnderTest) {
     );
 }
 
+async fn active_sessions_count_open_links_only_and_follow_expiry_unasked(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (acme, globex) = (merchant("acme"), merchant("globex"));
+    let both = [acme.clone(), globex.clone(), merchant("nobody")];
+    assert_eq!(store.active_sessions(&both).await.unwrap(), [0, 0, 0]);
+    let mut long = Vec::new();
+    for _ in 0..4 {
+        long.push(open_session(store, Duration::from_secs(60)).await.0);
+    }
+    for _ in 0..2 {
+        open_session(store, Duration::from_millis(500)).await;
+    }
+    let d = digest();
+    let mut r = record(Duration::from_secs(60));
+    r.merchant_id = globex.clone();
+    store.create(&d, &r, RETENTION).await.unwrap();
+    assert_eq!(store.active_sessions(&both).await.unwrap(), [6, 1, 0]);
+    store.begin_payment(&long[0], LEASE).await.unwrap();
+    store
+        .complete_payment(&long[0], &acme, now_ms(), "4242", RETENTION)
+        .await
+        .unwrap();
+    store
+        .revoke(&long[1], &acme, now_ms(), RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(store.active_sessions(&both).await.unwrap(), [4, 1, 0]);
+    // The short ones expire with nobody touching them.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(store.active_sessions(&both).await.unwrap(), [2, 1, 0]);
+    // Ending a session twice does not count it twice.
+    store
+        .revoke(&long[1], &acme, now_ms(), RETENTION)
+        .await
+        .unwrap();
+    store
+        .complete_payment(&long[0], &acme, now_ms(), "4242", RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(store.active_sessions(&both).await.unwrap(), [2, 1, 0]);
+}
+
 async fn the_store_answers_a_ping(t: StoreUnderTest) {
     t.store.ping().await.unwrap();
 }
@@ -356,6 +398,7 @@ conformance!(
     reads_do_not_extend_the_expiry,
     outcome_records_are_forgotten_after_retention,
     rate_limit_counters_count_per_key_and_reset,
+    active_sessions_count_open_links_only_and_follow_expiry_unasked,
     the_store_answers_a_ping,
 );
 

@@ -1,0 +1,237 @@
+//! Prometheus metrics, served at `/admin/metrics`. Labels are merchant ids, routes
+//! (patterns, never paths) and outcomes: nothing secret, nothing unbounded.
+
+use crate::domain::MerchantId;
+use crate::session::{
+    BeginPayment, RateLimitHit, Revocation, SessionRecord, SessionStore, StoreError, TokenDigest,
+};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Metrics {
+    registry: Registry,
+    pub lifecycle: IntCounterVec,
+    pub payments: IntCounterVec,
+    pub active: IntGaugeVec,
+    pub active_all: IntGauge,
+    pub store_up: IntGauge,
+    pub http_duration: HistogramVec,
+    pub store_duration: HistogramVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let lifecycle = IntCounterVec::new(
+            Opts::new(
+                "paylink_session_events_total",
+                "Lifecycle events by event (created, viewed, paid, payment_declined, revoked, expired, replay_rejected) and merchant",
+            ),
+            &["event", "merchant"],
+        )
+        .expect("valid metric");
+        let payments = IntCounterVec::new(
+            Opts::new(
+                "paylink_payments_total",
+                "Charges answered by the processor, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let active = IntGaugeVec::new(
+            Opts::new(
+                "paylink_active_sessions",
+                "Open (payable) sessions now, by merchant",
+            ),
+            &["merchant"],
+        )
+        .expect("valid metric");
+        let active_all = IntGauge::new(
+            "paylink_active_sessions_all",
+            "Open (payable) sessions now, all merchants",
+        )
+        .expect("valid metric");
+        let store_up = IntGauge::new(
+            "paylink_store_up",
+            "1 when the session store answered the last scrape",
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "paylink_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "paylink_store_operation_duration_seconds",
+                "Session store latency by operation",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation", "outcome"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(lifecycle.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(payments.clone()),
+            Box::new(active.clone()),
+            Box::new(active_all.clone()),
+            Box::new(store_up.clone()),
+            Box::new(http_duration.clone()),
+            Box::new(store_duration.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            lifecycle,
+            payments,
+            active,
+            active_all,
+            store_up,
+            http_duration,
+            store_duration,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A store that times every call into `paylink_store_operation_duration_seconds`, whatever
+/// the backend.
+pub struct TimedStore {
+    inner: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl TimedStore {
+    pub fn new(inner: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Self {
+        TimedStore { inner, metrics }
+    }
+
+    async fn time<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = call.await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .store_duration
+            .with_label_values(&[operation, outcome])
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for TimedStore {
+    async fn create(
+        &self,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.time("create", self.inner.create(digest, record, retention))
+            .await
+    }
+
+    async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
+        self.time("load", self.inner.load(digest)).await
+    }
+
+    async fn begin_payment(
+        &self,
+        digest: &TokenDigest,
+        lease: Duration,
+    ) -> Result<BeginPayment, StoreError> {
+        self.time("begin_payment", self.inner.begin_payment(digest, lease))
+            .await
+    }
+
+    async fn complete_payment(
+        &self,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        paid_at_ms: i64,
+        card_last4: &str,
+        retention: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let call = self
+            .inner
+            .complete_payment(digest, merchant, paid_at_ms, card_last4, retention);
+        self.time("complete_payment", call).await
+    }
+
+    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
+        self.time("abandon_payment", self.inner.abandon_payment(digest))
+            .await
+    }
+
+    async fn revoke(
+        &self,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> Result<Revocation, StoreError> {
+        let call = self
+            .inner
+            .revoke(digest, merchant, revoked_at_ms, retention);
+        self.time("revoke", call).await
+    }
+
+    async fn mark_expired(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.time("mark_expired", self.inner.mark_expired(digest))
+            .await
+    }
+
+    async fn hit_rate_limit(
+        &self,
+        key: &str,
+        window: Duration,
+    ) -> Result<RateLimitHit, StoreError> {
+        self.time("rate_limit", self.inner.hit_rate_limit(key, window))
+            .await
+    }
+
+    async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {
+        self.time("active_sessions", self.inner.active_sessions(merchants))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.time("ping", self.inner.ping()).await
+    }
+}
