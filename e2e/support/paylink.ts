@@ -199,12 +199,28 @@ export async function waitUntilPast(rfc3339: string, marginMs = 500): Promise<vo
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
 }
 
-/** Console errors and CSP violations a page reports while a test runs. */
+/**
+ * What goes wrong inside a page while a test runs: console errors (CSP violations among them),
+ * uncaught exceptions, and subresources (script, stylesheet) that fail to load. The browser's
+ * own favicon probe is left out: paylink serves no favicon, and no page asks for one.
+ */
 export function collectPageErrors(page: Page): string[] {
   const errors: string[] = [];
+  const ignored = (url: string) => new URL(url).pathname === '/favicon.ico';
   page.on('console', (message) => {
-    if (message.type() === 'error') errors.push(message.text());
+    // "Failed to load resource" names no URL; the response handler below reports those.
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+      errors.push(`console: ${message.text()}`);
+    }
   });
-  page.on('pageerror', (error) => errors.push(String(error)));
+  page.on('pageerror', (error) => errors.push(`uncaught: ${String(error)}`));
+  page.on('response', (response) => {
+    if (response.status() >= 400 && !response.request().isNavigationRequest() && !ignored(response.url())) {
+      errors.push(`HTTP ${response.status()}: ${response.url()}`);
+    }
+  });
+  page.on('requestfailed', (request) => {
+    if (!ignored(request.url())) errors.push(`failed: ${request.url()} ${request.failure()?.errorText ?? ''}`);
+  });
   return errors;
 }

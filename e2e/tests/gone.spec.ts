@@ -9,6 +9,7 @@ test('an unknown token shows "Link Expired" with 410', async ({ page }) => {
   await expectLinkExpired(page, response);
   await expect(page).toHaveTitle(/Link Expired/);
   await expect(page.getByTestId('gone-reason')).toBeVisible();
+  expect((await response!.allHeaders())['cache-control']).toContain('no-store');
 });
 
 const malformed: Array<[string, string]> = [

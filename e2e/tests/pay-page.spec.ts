@@ -53,6 +53,21 @@ test('the countdown shows the time left and visibly ticks', async ({ page, merch
   expect(left - later).toBeLessThanOrEqual(3);
 });
 
+test('the pay page arrives with the security headers of the contract', async ({ page, merchant }) => {
+  const link = await merchant.createLink();
+  const response = await openPayPage(page, link);
+  const headers = await response.allHeaders();
+  // The token is in the URL: never cached, never sent on as a referrer.
+  expect(headers['cache-control']).toContain('no-store');
+  expect(headers['referrer-policy']).toBe('no-referrer');
+  expect(headers['x-content-type-options']).toBe('nosniff');
+  const csp = headers['content-security-policy'] ?? '';
+  expect(csp).toMatch(/frame-ancestors 'none'/);
+  expect(csp).toMatch(/form-action 'self'/);
+  expect(csp).not.toMatch(/'unsafe-inline'/);
+  expect(headers['content-type']).toMatch(/^text\/html/);
+});
+
 test('the expiry time is shown as a machine-readable <time>', async ({ page, merchant }) => {
   const link = await merchant.createLink();
   await openPayPage(page, link);
