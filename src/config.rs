@@ -92,6 +92,10 @@ pub struct Settings {
         default_value_t = 6000
     )]
     pub api_rate_limit_per_minute: u64,
+    /// Redis replicas that must acknowledge every session change (WAIT) before paylink
+    /// answers; 1 or more makes a failover lose nothing. 0 = do not wait.
+    #[arg(long, env = "PAYLINK_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
     /// Longest wait for the store before answering 503.
     #[arg(long, env = "PAYLINK_STORE_TIMEOUT_MS", default_value_t = 2000)]
     pub store_timeout_ms: u64,

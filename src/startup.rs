@@ -9,7 +9,8 @@ use crate::metrics::{Metrics, TimedStore};
 use crate::payments::{PaymentProcessor, TestProcessor};
 use crate::routes::{admin, health, merchant_api, pay};
 use crate::session::{
-    ExpiredSession, MemoryStore, SessionStore, connect_redis, spawn_expiry_watcher,
+    ExpiredSession, MemoryStore, RedisStore, SessionStore, connect_redis,
+    spawn_cluster_expiry_watcher, spawn_expiry_watcher,
 };
 use crate::telemetry::RedactedRootSpan;
 use actix_web::body::MessageBody;
@@ -201,18 +202,20 @@ async fn build_store(
             if nodes.is_empty() {
                 return Err(StartupError::NoClusterNodes);
             }
-            let client = redis::cluster::ClusterClient::builder(nodes)
+            let client = redis::cluster::ClusterClient::builder(nodes.clone())
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .build()?;
             let conn = client.get_async_connection().await?;
+            let store = RedisStore::new_cluster(conn, timeout)
+                .with_wait_replicas(settings.redis_wait_replicas);
+            spawn_cluster_expiry_watcher(nodes, store.clone(), expired);
             tracing::info!("session store: Redis Cluster");
-            Ok(Arc::new(crate::session::RedisStore::new_cluster(
-                conn, timeout,
-            )))
+            Ok(Arc::new(store))
         }
         Some(url) => {
-            let store = connect_redis(url, timeout)?;
+            let store =
+                connect_redis(url, timeout)?.with_wait_replicas(settings.redis_wait_replicas);
             spawn_expiry_watcher(url, store.clone(), expired);
             tracing::info!("session store: Redis");
             Ok(Arc::new(store))

@@ -242,11 +242,10 @@ async fn record_payment(
             tokio::spawn(async move {
                 for attempt in 1..=120u32 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if store
+                    let recorded = store
                         .complete_payment(&digest, &merchant, paid_at, &owned_last4, retention)
-                        .await
-                        .is_ok()
-                    {
+                        .await;
+                    if matches!(recorded, Ok(Some(_))) {
                         tracing::info!(tokenRef = %digest.token_ref(), attempt, "approved payment recorded");
                         return;
                     }

@@ -23,9 +23,61 @@ use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A connection paylink can run its store over: a standalone server's connection manager
+/// or a cluster connection. The one thing they do differently is `WAIT`, which must reach
+/// the master that holds the key.
+pub trait RedisConnection: ConnectionLike + Clone + Send + Sync + 'static {
+    /// Waits until `replicas` replicas have acknowledged every write this connection sent
+    /// to the master holding `key`; returns how many did within `timeout`.
+    fn wait_for_replicas(
+        &self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> impl Future<Output = redis::RedisResult<i64>> + Send;
+}
+
+fn wait_command(replicas: u32, timeout: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(replicas).arg(millis(timeout));
+    cmd
+}
+
+impl RedisConnection for ConnectionManager {
+    async fn wait_for_replicas(
+        &self,
+        _key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        wait_command(replicas, timeout)
+            .query_async(&mut self.clone())
+            .await
+    }
+}
+
+impl RedisConnection for redis::cluster_async::ClusterConnection {
+    async fn wait_for_replicas(
+        &self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let route = Route::with_key(key, SlotAddr::Master);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+        let reply = self
+            .clone()
+            .route_command(wait_command(replicas, timeout), routing)
+            .await?;
+        redis::from_redis_value(reply).map_err(Into::into)
+    }
+}
 
 /// Redis-backed sessions over any async connection: a connection manager for a standalone
 /// server, a cluster connection for Redis Cluster.
@@ -33,6 +85,8 @@ use std::time::Duration;
 pub struct RedisStore<C> {
     conn: C,
     timeout: Duration,
+    /// Replicas that must acknowledge each state change before it counts (0 = none).
+    wait_replicas: u32,
     /// Redis Cluster: keys of different slots cannot meet in one script.
     cluster: bool,
 }
@@ -43,27 +97,121 @@ pub struct RedisStore<C> {
 /// reports each expiry. Reconnects on its own when Redis goes away.
 pub fn spawn_expiry_watcher<C>(url: &str, store: RedisStore<C>, expired: ExpiredSender)
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: RedisConnection,
 {
-    let client = match redis::Client::open(url) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch Redis expiries");
-            return;
+    match redis::Client::open(url) {
+        Ok(client) => {
+            tokio::spawn(watch_node(client, store, expired, None));
         }
-    };
+        Err(e) => tracing::error!(error = %e, "cannot watch Redis expiries"),
+    }
+}
+
+/// The cluster form of [`spawn_expiry_watcher`]: keyspace events are per node, so every
+/// master is watched, and the masters are looked up again every few seconds so that a
+/// replica promoted by a failover is watched too.
+pub fn spawn_cluster_expiry_watcher<C>(
+    seeds: Vec<String>,
+    store: RedisStore<C>,
+    expired: ExpiredSender,
+) where
+    C: RedisConnection,
+{
     tokio::spawn(async move {
-        let mut announced = false;
-        loop {
-            if let Err(e) = watch_expiries(&client, &store, &expired, &mut announced).await {
-                tracing::warn!(error = %e, "Redis expiry watcher lost its connection; retrying");
+        let watched = Arc::new(Mutex::new(HashSet::<String>::new()));
+        while !expired.is_closed() {
+            match cluster_masters(&seeds).await {
+                Ok(masters) => {
+                    for address in masters {
+                        let fresh = watched
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(address.clone());
+                        let Ok(client) = redis::Client::open(format!("redis://{address}")) else {
+                            continue;
+                        };
+                        if fresh {
+                            let (store, expired, watched) =
+                                (store.clone(), expired.clone(), watched.clone());
+                            tokio::spawn(async move {
+                                watch_node(client, store, expired, Some(5)).await;
+                                watched
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .remove(&address);
+                            });
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cluster masters could not be listed"),
             }
-            if expired.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
+}
+
+/// The masters (`ip:port`) that serve slots, as any reachable seed node reports them.
+async fn cluster_masters(seeds: &[String]) -> redis::RedisResult<Vec<String>> {
+    let mut last_error = None;
+    for seed in seeds {
+        let attempt = async {
+            let client = redis::Client::open(seed.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async::<String>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(nodes)) => {
+                return Ok(nodes
+                    .lines()
+                    .filter_map(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        let flags = fields.get(2)?;
+                        let serves_slots = fields.len() > 8;
+                        (flags.contains("master") && !flags.contains("fail") && serves_slots)
+                            .then(|| fields[1].split('@').next().unwrap_or("").to_owned())
+                    })
+                    .filter(|a| !a.is_empty())
+                    .collect());
+            }
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => {}
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Io, "no cluster seed answered"))
+    }))
+}
+
+/// Watches one node's expired-key events, reconnecting after failures. With
+/// `give_up_after`, stops after that many failures in a row (a node gone for good).
+async fn watch_node<C>(
+    client: redis::Client,
+    store: RedisStore<C>,
+    expired: ExpiredSender,
+    give_up_after: Option<u32>,
+) where
+    C: RedisConnection,
+{
+    let mut announced = false;
+    let mut failures = 0u32;
+    while !expired.is_closed() {
+        match watch_expiries(&client, &store, &expired, &mut announced).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(error = %e, "Redis expiry watcher lost its connection; retrying");
+                }
+                failures += 1;
+                if give_up_after.is_some_and(|limit| failures >= limit) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Turns on expired-key events (`notify-keyspace-events` with `E` and `x`), keeping any
@@ -105,7 +253,7 @@ async fn watch_expiries<C>(
     announced: &mut bool,
 ) -> redis::RedisResult<()>
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: RedisConnection,
 {
     let enabled = enable_expired_events(client).await?;
     if !*announced {
@@ -281,13 +429,14 @@ return {n, left}
 
 impl<C> RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: RedisConnection,
 {
     /// A store over a standalone server's connection.
     pub fn new(conn: C, timeout: Duration) -> Self {
         RedisStore {
             conn,
             timeout,
+            wait_replicas: 0,
             cluster: false,
         }
     }
@@ -297,7 +446,35 @@ where
         RedisStore {
             conn,
             timeout,
+            wait_replicas: 0,
             cluster: true,
+        }
+    }
+
+    /// Makes every state change (create, claim, pay, revoke) wait until `replicas` replicas
+    /// have it, so a failover cannot lose it: no lost link, no payable paid link, no second
+    /// claim of a link being charged. Costs one round trip per change.
+    pub fn with_wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
+    }
+
+    /// With `wait_replicas`, waits for the replicas of `key`'s master; an unacknowledged
+    /// change is reported as the store being unavailable.
+    async fn replicate(&self, key: &str) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let (key, wanted, timeout) = (key.to_owned(), self.wait_replicas, self.timeout);
+        let acked = self
+            .run(|conn| async move { conn.wait_for_replicas(&key, wanted, timeout).await })
+            .await?;
+        if acked >= i64::from(wanted) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                format!("only {acked} of {wanted} replicas acknowledged").into(),
+            ))
         }
     }
 
@@ -452,7 +629,7 @@ fn must_exist(record: Option<SessionRecord>) -> Result<SessionRecord, StoreError
 #[async_trait::async_trait]
 impl<C> SessionStore for RedisStore<C>
 where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
+    C: RedisConnection,
 {
     async fn create(
         &self,
@@ -476,7 +653,7 @@ where
         }
         self.update_index_apart("ZADD", &record.merchant_id, digest, record.expires_at_ms)
             .await;
-        Ok(())
+        self.replicate(&keys[0]).await
     }
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
@@ -499,7 +676,14 @@ where
             .script(&BEGIN_PAYMENT, &keys, vec![arg(millis(lease))])
             .await?;
         Ok(match coded_record(reply)? {
-            (2, record) => BeginPayment::Claimed(must_exist(record)?),
+            (2, record) => {
+                // A claim a failover could forget would let a second charge in.
+                if let Err(e) = self.replicate(&keys[0]).await {
+                    let _ = self.abandon_payment(digest).await;
+                    return Err(e);
+                }
+                BeginPayment::Claimed(must_exist(record)?)
+            }
             (1, record) => BeginPayment::InProgress(must_exist(record)?),
             (_, record) => BeginPayment::NotOpen(record),
         })
@@ -522,6 +706,7 @@ where
         ];
         let fields = self.script(&COMPLETE_PAYMENT, &keys, args).await?;
         self.update_index_apart("ZREM", merchant, digest, 0).await;
+        self.replicate(&keys[0]).await?;
         parse_record(fields)
     }
 
@@ -554,6 +739,7 @@ where
         Ok(match coded_record(reply)? {
             (3, record) => {
                 self.update_index_apart("ZREM", merchant, digest, 0).await;
+                self.replicate(&keys[0]).await?;
                 Revocation::Revoked(must_exist(record)?)
             }
             (2, record) => Revocation::PaymentInProgress(must_exist(record)?),
@@ -591,23 +777,28 @@ where
             return Ok(Vec::new());
         }
         let now = super::now_ms();
-        let keys: Vec<String> = merchants.iter().map(index_key).collect();
-        let replies: Vec<(u64, u64)> = self
-            .run(|mut conn| async move {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    // Drop what has expired, then count what is left; the count alone is
-                    // exact, the pruning only keeps the set small.
-                    pipe.cmd("ZREMRANGEBYSCORE").arg(key).arg("-inf").arg(now);
-                    pipe.cmd("ZCOUNT")
-                        .arg(key)
-                        .arg(format!("({now}"))
-                        .arg("+inf");
-                }
-                pipe.query_async(&mut conn).await
+        // One small pipeline per merchant (one slot each, as Redis Cluster requires), all
+        // in flight at once over the multiplexed connection.
+        let counts = merchants.iter().map(|merchant| {
+            let key = index_key(merchant);
+            self.run(move |mut conn| async move {
+                // Drop what has expired, then count what is left; the count alone is
+                // exact, the pruning only keeps the set small.
+                let (_, count): (u64, u64) = redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(now)
+                    .cmd("ZCOUNT")
+                    .arg(&key)
+                    .arg(format!("({now}"))
+                    .arg("+inf")
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(count)
             })
-            .await?;
-        Ok(replies.into_iter().map(|(_, count)| count).collect())
+        });
+        futures_util::future::try_join_all(counts).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -48,7 +48,16 @@ async fn redis_down_is_503_never_410_or_500_and_paylink_recovers_when_it_returns
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_of_every_redis_key_and_value_holds_no_token_and_no_card_number() {
-    let app = spawn_app(Backend::Redis).await;
+    dump_holds_no_secret(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_every_cluster_node_holds_no_token_and_no_card_number() {
+    dump_holds_no_secret(Backend::Cluster).await;
+}
+
+async fn dump_holds_no_secret(backend: Backend) {
+    let app = spawn_app(backend).await;
     let mut tokens = Vec::new();
     for i in 0..6 {
         let created = app
@@ -60,7 +69,7 @@ async fn a_dump_of_every_redis_key_and_value_holds_no_token_and_no_card_number()
     app.pay(&tokens[1], &card("4000 0000 0000 0002")).await;
     app.revoke_session(&tokens[2]).await;
     app.get_pay_page(&tokens[3]).await;
-    let dump = app.redis().dump_everything();
+    let dump = app.dump_store();
     assert!(
         dump.contains("ord_0"),
         "the dump really holds the sessions: {dump}"

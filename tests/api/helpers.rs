@@ -25,6 +25,7 @@ pub const ACME_NAME: &str = "Acme <Tickets> & \"Co\"";
 pub enum Backend {
     Memory,
     Redis,
+    Cluster,
 }
 
 /// Runs one async test body against every backend, as `#[tokio::test]`s named after it.
@@ -41,6 +42,11 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
                     super::$name($crate::helpers::Backend::Redis).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_cluster() {
+                    super::$name($crate::helpers::Backend::Cluster).await
                 }
             }
         )*
@@ -158,6 +164,94 @@ impl Drop for RedisServer {
     }
 }
 
+/// A real Redis Cluster on loopback: `masters` masters with `replicas` replicas each, made
+/// with `redis-cli --cluster create`. Every node is killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1500",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create runs");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        if replicas > 0 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !cluster.nodes.iter().all(|n| {
+                let info = n.cli(&["INFO", "replication"]);
+                info.contains("role:slave") && info.contains("master_link_status:up")
+                    || info.contains(&format!("connected_slaves:{replicas}"))
+            }) {
+                assert!(Instant::now() < deadline, "replicas did not sync");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is ok and agrees on all 16384 slots.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+cluster://` with every master's address.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Every key and value of every node, as text.
+    pub fn dump_everything(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(RedisServer::dump_everything)
+            .collect()
+    }
+}
+
 /// A processor that takes its time, so a test can act while a payment is in flight.
 pub struct SlowProcessor {
     pub inner: TestProcessor,
@@ -182,6 +276,8 @@ pub struct AppOptions {
     pub processor_delay: Option<Duration>,
     pub redis: Option<RedisServer>,
     pub admin_token: Option<String>,
+    pub cluster: Option<RedisCluster>,
+    pub wait_replicas: u32,
 }
 
 impl AppOptions {
@@ -195,6 +291,8 @@ impl AppOptions {
             processor_delay: None,
             redis: None,
             admin_token: None,
+            cluster: None,
+            wait_replicas: 0,
         }
     }
 }
@@ -205,6 +303,7 @@ pub struct TestApp {
     pub processor: Arc<TestProcessor>,
     pub slow_processor: Option<Arc<SlowProcessor>>,
     pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     _merchants_dir: tempfile::TempDir,
 }
 
@@ -219,7 +318,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let redis = match (options.backend, options.redis) {
         (Backend::Redis, Some(server)) => Some(server),
         (Backend::Redis, None) => Some(RedisServer::start()),
-        (Backend::Memory, _) => None,
+        (Backend::Memory | Backend::Cluster, _) => None,
+    };
+
+    let cluster = match (options.backend, options.cluster) {
+        (Backend::Cluster, Some(cluster)) => Some(cluster),
+        (Backend::Cluster, None) => Some(RedisCluster::start(3, 0)),
+        _ => None,
     };
 
     let mut settings = Settings::for_tests();
@@ -229,8 +334,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     settings.api_rate_limit_per_minute = options.api_rate_limit;
     settings.record_retention_seconds = options.retention_seconds;
     settings.store_timeout_ms = options.store_timeout_ms;
-    settings.redis_url = redis.as_ref().map(RedisServer::url);
+    settings.redis_url = redis
+        .as_ref()
+        .map(RedisServer::url)
+        .or_else(|| cluster.as_ref().map(RedisCluster::url));
     settings.admin_token = options.admin_token;
+    settings.redis_wait_replicas = options.wait_replicas;
     let settings = settings.validate().expect("valid test settings");
 
     let processor = Arc::new(TestProcessor::default());
@@ -263,6 +372,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         processor,
         slow_processor,
         redis,
+        cluster,
         _merchants_dir: merchants_dir,
     }
 }
@@ -445,6 +555,21 @@ impl TestApp {
 
     pub fn redis(&self) -> &RedisServer {
         self.redis.as_ref().expect("this test runs on Redis")
+    }
+
+    /// Every key and value the app's Redis (standalone or cluster) holds.
+    pub fn dump_store(&self) -> String {
+        match (&self.redis, &self.cluster) {
+            (Some(redis), _) => redis.dump_everything(),
+            (_, Some(cluster)) => cluster.dump_everything(),
+            _ => panic!("this test runs on Redis"),
+        }
+    }
+
+    pub fn cluster_mut(&mut self) -> &mut RedisCluster {
+        self.cluster
+            .as_mut()
+            .expect("this test runs on Redis Cluster")
     }
 
     pub fn redis_mut(&mut self) -> &mut RedisServer {

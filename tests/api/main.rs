@@ -7,4 +7,5 @@ mod faults;
 mod operations;
 mod pages;
 mod payments;
+mod scale;
 mod store_conformance;

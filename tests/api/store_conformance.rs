@@ -19,6 +19,7 @@ pub struct StoreUnderTest {
     pub store: Arc<dyn SessionStore>,
     pub expired: mpsc::UnboundedReceiver<ExpiredSession>,
     _redis: Option<RedisServer>,
+    _cluster: Option<crate::helpers::RedisCluster>,
 }
 
 pub fn memory_store() -> StoreUnderTest {
@@ -27,6 +28,7 @@ pub fn memory_store() -> StoreUnderTest {
         store: Arc::new(MemoryStore::start(tx)),
         expired: rx,
         _redis: None,
+        _cluster: None,
     }
 }
 
@@ -37,6 +39,28 @@ pub fn redis_store() -> StoreUnderTest {
         store: Arc::new(connect_redis(&server.url(), Duration::from_secs(2)).unwrap()),
         expired: rx,
         _redis: Some(server),
+        _cluster: None,
+    }
+}
+
+pub async fn cluster_store() -> StoreUnderTest {
+    let cluster = crate::helpers::RedisCluster::start(3, 0);
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}", n.port))
+        .collect();
+    let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+    let conn = client.get_async_connection().await.unwrap();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    StoreUnderTest {
+        store: Arc::new(paylink::session::RedisStore::new_cluster(
+            conn,
+            Duration::from_secs(2),
+        )),
+        expired: rx,
+        _redis: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -52,6 +76,11 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
                     super::$name(super::redis_store()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_cluster() {
+                    super::$name(super::cluster_store().await).await
                 }
             }
         )*
