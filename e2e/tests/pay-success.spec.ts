@@ -16,10 +16,11 @@ test('paying with 4242 4242 4242 4242 shows the receipt, and the link is dead af
 }) => {
   const link = await merchant.createLink({ amount: 2500, currency: 'EUR' });
 
-  // A second tab holds the same open form, to resubmit it after the payment.
+  // A second tab holds the same open form, to resubmit it after the payment — with another
+  // approved card, so a second charge would show in the merchant's cardLast4.
   const otherTab = await context.newPage();
   await openPayPage(otherTab, link);
-  await fillCard(otherTab, card(CARDS.approved, { cardholderName: 'Second Tab' }));
+  await fillCard(otherTab, card('5555 5555 5555 4444', { cardholderName: 'Second Tab' }));
 
   await openPayPage(page, link);
   await fillCard(page, card(CARDS.approved));
