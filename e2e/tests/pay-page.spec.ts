@@ -53,6 +53,29 @@ test('the countdown shows the time left and visibly ticks', async ({ page, merch
   expect(left - later).toBeLessThanOrEqual(3);
 });
 
+for (const [device, skewMinutes] of [
+  ['two hours fast', 120],
+  ['an hour slow', -60],
+] as const) {
+  test(`the countdown is right even when the payer's clock is ${device}`, async ({ page, merchant }) => {
+    // The page carries the server's time; a wrong device clock must not show a live link as
+    // expired, nor promise more time than the link has.
+    await page.clock.setSystemTime(new Date(Date.now() + skewMinutes * 60_000));
+    const link = await merchant.createLink({ ttlSeconds: 600 });
+    await openPayPage(page, link);
+
+    const countdown = page.getByTestId('countdown');
+    await expect(countdown).toHaveText(/^Time left: \d+:\d\d$/);
+    const first = (await countdown.textContent()) ?? '';
+    const left = secondsLeft(first);
+    expect(left).toBeGreaterThan(570);
+    expect(left).toBeLessThanOrEqual(600);
+    await expect(page.getByTestId('pay-button')).toBeEnabled();
+    await expect(page.getByTestId('expired-message')).toBeHidden();
+    await expect(countdown).not.toHaveText(first, { timeout: 3_000 });
+  });
+}
+
 test('the pay page arrives with the security headers of the contract', async ({ page, merchant }) => {
   const link = await merchant.createLink();
   const response = await openPayPage(page, link);
