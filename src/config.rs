@@ -85,6 +85,16 @@ pub struct Settings {
     /// Requests to /pay/* per client IP per minute; 0 = off.
     #[arg(long, env = "PAYLINK_PAY_RATE_LIMIT_PER_MINUTE", default_value_t = 120)]
     pub pay_rate_limit_per_minute: u64,
+    /// Declined payments on one link that pause its payments (card-testing defence); 0 = off.
+    #[arg(long, env = "PAYLINK_PAY_MAX_DECLINES", default_value_t = 5)]
+    pub pay_max_declines: u32,
+    /// How long a link's payments stay paused after too many declines.
+    #[arg(long, env = "PAYLINK_PAY_LOCKOUT_SECONDS", default_value_t = 900)]
+    pub pay_lockout_seconds: u64,
+    /// Proxies (IP addresses, comma-separated) whose X-Forwarded-For is believed for the
+    /// client address; unset = the socket's peer address is the client.
+    #[arg(long, env = "PAYLINK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// API requests per merchant per minute; 0 = off.
     #[arg(
         long,

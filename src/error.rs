@@ -18,6 +18,7 @@ pub struct ApiError {
     field: Option<&'static str>,
     session_status: Option<&'static str>,
     retry_after: Option<Duration>,
+    allow: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +47,7 @@ impl ApiError {
             field: None,
             session_status: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -83,12 +85,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// 405 with the `Allow` header listing what the endpoint takes.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "this method is not allowed on this endpoint",
-        )
+        );
+        e.allow = Some(allow);
+        e
     }
 
     pub fn not_open(status: &'static str, message: impl Into<String>) -> Self {
@@ -178,6 +183,9 @@ impl ResponseError for ApiError {
         if let Some(after) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, retry_after_secs(after)));
         }
+        if let Some(allow) = self.allow {
+            response.insert_header((header::ALLOW, allow));
+        }
         response.json(body)
     }
 }
@@ -216,6 +224,9 @@ pub enum PageError {
     PaymentInProgress,
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
+    /// Too many declined payments on this link: its payments wait a while.
+    #[error("payments locked")]
+    PaymentsLocked { retry_after: Duration },
     #[error("page not found")]
     NotFound,
     #[error("request body too large")]
@@ -247,7 +258,9 @@ impl ResponseError for PageError {
             PageError::Gone { .. } => StatusCode::GONE,
             PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::PaymentInProgress => StatusCode::CONFLICT,
-            PageError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PageError::RateLimited { .. } | PageError::PaymentsLocked { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -279,6 +292,13 @@ impl ResponseError for PageError {
                     message: "You have made too many requests. Wait a minute and try again.",
                 },
             ),
+            PageError::PaymentsLocked { .. } => render(
+                status,
+                &ErrorPage {
+                    title: "Too many declined payments",
+                    message: "Payments for this link are paused after several declined cards. Try again later, or contact the merchant.",
+                },
+            ),
             PageError::NotFound => render(
                 status,
                 &ErrorPage {
@@ -308,7 +328,14 @@ impl ResponseError for PageError {
                 },
             ),
         };
-        if let PageError::RateLimited { retry_after } = self {
+        if let PageError::MethodNotAllowed = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        if let PageError::RateLimited { retry_after } | PageError::PaymentsLocked { retry_after } =
+            self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after_secs(*retry_after));

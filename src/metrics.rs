@@ -3,7 +3,8 @@
 
 use crate::domain::MerchantId;
 use crate::session::{
-    BeginPayment, RateLimitHit, Revocation, SessionRecord, SessionStore, StoreError, TokenDigest,
+    BeginPayment, Lockout, RateLimitHit, Revocation, SessionRecord, SessionStore, StoreError,
+    TokenDigest,
 };
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -194,6 +195,18 @@ impl SessionStore for TimedStore {
     async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
         self.time("abandon_payment", self.inner.abandon_payment(digest))
             .await
+    }
+
+    async fn decline_payment(
+        &self,
+        digest: &TokenDigest,
+        lockout: Lockout,
+    ) -> Result<Option<i64>, StoreError> {
+        self.time(
+            "decline_payment",
+            self.inner.decline_payment(digest, lockout),
+        )
+        .await
     }
 
     async fn revoke(

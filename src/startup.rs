@@ -7,7 +7,7 @@ use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::merchants::{DEMO_API_KEY, Merchants, MerchantsError};
 use crate::metrics::{Metrics, TimedStore};
 use crate::payments::{PaymentProcessor, TestProcessor};
-use crate::routes::{admin, health, merchant_api, pay};
+use crate::routes::{admin, health, merchant_api, openapi, pay};
 use crate::session::{
     ExpiredSession, MemoryStore, RedisStore, SessionStore, connect_redis,
     spawn_cluster_expiry_watcher, spawn_expiry_watcher,
@@ -110,16 +110,17 @@ impl Application {
                 .app_data(state.clone())
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
+                .route("/api/v1/openapi.json", web::get().to(openapi::spec))
                 .service(
                     web::resource("/api/v1/sessions")
                         .route(web::post().to(merchant_api::create))
-                        .default_service(web::to(merchant_api::method_not_allowed)),
+                        .default_service(web::to(merchant_api::method_not_allowed_on_collection)),
                 )
                 .service(
                     web::resource("/api/v1/sessions/{token}")
                         .route(web::get().to(merchant_api::read))
                         .route(web::delete().to(merchant_api::revoke))
-                        .default_service(web::to(merchant_api::method_not_allowed)),
+                        .default_service(web::to(merchant_api::method_not_allowed_on_session)),
                 )
                 .service(
                     web::resource("/pay/{token}")

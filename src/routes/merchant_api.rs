@@ -1,5 +1,6 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
+use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
 use super::{rate_limit, read_body, rfc3339};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
@@ -194,6 +195,23 @@ impl NewSession {
 }
 
 /// `POST /api/v1/sessions`
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions",
+    request_body(content = CreateSessionDoc, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = SessionDoc,
+            headers(("Location" = String, description = "/api/v1/sessions/{token}"))),
+        (status = 400, description = "Body is not JSON or not an object", body = ErrorDoc),
+        (status = 401, description = "Missing or unknown API key", body = ErrorDoc),
+        (status = 403, description = "merchantId names another merchant", body = ErrorDoc),
+        (status = 413, description = "Body over 16 KiB", body = ErrorDoc),
+        (status = 415, description = "Not application/json", body = ErrorDoc),
+        (status = 422, description = "A field is invalid", body = ErrorDoc),
+        (status = 429, description = "Rate limited", body = ErrorDoc),
+        (status = 503, description = "The session store cannot be reached", body = ErrorDoc),
+    )
+)]
 #[tracing::instrument(name = "create session", skip_all, fields(merchantId = %merchant.0.id))]
 pub async fn create(
     req: HttpRequest,
@@ -284,6 +302,18 @@ async fn own_session(
 }
 
 /// `GET /api/v1/sessions/{token}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{token}",
+    params(("token" = String, Path, description = "The session's token")),
+    responses(
+        (status = 200, description = "The session", body = SessionDoc),
+        (status = 401, description = "Missing or unknown API key", body = ErrorDoc),
+        (status = 404, description = "Unknown, forgotten, or another merchant's", body = ErrorDoc),
+        (status = 429, description = "Rate limited", body = ErrorDoc),
+        (status = 503, description = "The session store cannot be reached", body = ErrorDoc),
+    )
+)]
 #[tracing::instrument(name = "read session", skip_all, fields(merchantId = %merchant.0.id))]
 pub async fn read(
     merchant: AuthenticatedMerchant,
@@ -303,6 +333,19 @@ pub async fn read(
 }
 
 /// `DELETE /api/v1/sessions/{token}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/{token}",
+    params(("token" = String, Path, description = "The session's token")),
+    responses(
+        (status = 200, description = "Revoked", body = SessionDoc),
+        (status = 401, description = "Missing or unknown API key", body = ErrorDoc),
+        (status = 404, description = "Unknown, forgotten, or another merchant's", body = ErrorDoc),
+        (status = 409, description = "The session has already ended", body = ErrorDoc),
+        (status = 429, description = "Rate limited", body = ErrorDoc),
+        (status = 503, description = "The session store cannot be reached", body = ErrorDoc),
+    )
+)]
 #[tracing::instrument(name = "revoke session", skip_all, fields(merchantId = %merchant.0.id))]
 pub async fn revoke(
     merchant: AuthenticatedMerchant,
@@ -345,7 +388,12 @@ pub async fn revoke(
     }
 }
 
-/// Known API paths with a method they do not take.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::method_not_allowed())
+/// `/api/v1/sessions` takes POST only.
+pub async fn method_not_allowed_on_collection() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed("POST"))
+}
+
+/// `/api/v1/sessions/{token}` takes GET and DELETE only.
+pub async fn method_not_allowed_on_session() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed("GET, DELETE"))
 }

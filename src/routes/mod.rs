@@ -3,11 +3,13 @@
 pub mod admin;
 pub mod health;
 pub mod merchant_api;
+pub mod openapi;
 pub mod pay;
 
 use crate::startup::AppState;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
+use std::net::IpAddr;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -49,11 +51,31 @@ pub(crate) async fn read_body(
     Ok(body.freeze())
 }
 
-/// The client's address as the socket sees it.
-pub(crate) fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// The client's address: the socket's peer, unless that peer is a configured trusted proxy;
+/// then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy. A
+/// client can prepend whatever it likes to the header, so only what trusted hops appended
+/// is believed.
+pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> String {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return "unknown".into();
+    };
+    if !trusted.contains(&peer) {
+        return peer.to_string();
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .map_while(|s| s.parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+        .to_string()
 }
 
 fn datetime(ms: i64) -> OffsetDateTime {

@@ -6,7 +6,7 @@ use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
 use crate::payments::{ChargeOutcome, ChargeRequest};
 use crate::session::{
-    BeginPayment, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
+    BeginPayment, Lockout, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
 };
 use crate::startup::AppState;
 use crate::templates::{FormField, PayPage, ReceiptPage, render};
@@ -72,7 +72,8 @@ fn pay_page(
 }
 
 async fn limit_pay(state: &AppState, req: &HttpRequest, kind: &str) -> Result<(), PageError> {
-    let bucket = format!("pay:{kind}:{}", client_ip(req));
+    let ip = client_ip(req, &state.settings.trusted_proxies);
+    let bucket = format!("pay:{kind}:{ip}");
     rate_limit(state, &bucket, state.settings.pay_rate_limit_per_minute)
         .await
         .map_err(|retry_after| PageError::RateLimited { retry_after })
@@ -149,6 +150,12 @@ pub async fn submit(
     let record = match state.store.begin_payment(&digest, PAYMENT_LEASE).await? {
         BeginPayment::Claimed(record) => record,
         BeginPayment::InProgress(_) => return Err(PageError::PaymentInProgress),
+        BeginPayment::Locked { until_ms } => {
+            let left = u64::try_from(until_ms - now_ms()).unwrap_or(0);
+            return Err(PageError::PaymentsLocked {
+                retry_after: Duration::from_millis(left),
+            });
+        }
         BeginPayment::NotOpen(record) => return Err(gone_for(&state, record.as_ref(), &digest)),
     };
 
@@ -181,7 +188,22 @@ pub async fn submit(
             state
                 .lifecycle
                 .emit(LifecycleEvent::PaymentDeclined, &record, &digest);
-            release(&state, &digest).await;
+            let lockout = Lockout {
+                max_failures: state.settings.pay_max_declines,
+                duration: Duration::from_secs(state.settings.pay_lockout_seconds),
+            };
+            match state.store.decline_payment(&digest, lockout).await {
+                Ok(Some(_)) => tracing::warn!(
+                    tokenRef = %digest.token_ref(),
+                    merchantId = %record.merchant_id,
+                    orderId = %record.order_id,
+                    "too many declined payments: this link's payments are locked for a while"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not record a decline")
+                }
+            }
             Ok(pay_page(
                 &state,
                 &record,

@@ -1,7 +1,8 @@
 //! The embedded store: one process, same behaviour as Redis, for development and tests.
 
 use super::store::{
-    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore, StoreError,
+    BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
+    StoreError,
 };
 use super::{SessionRecord, SessionStatus, TokenDigest, now_ms};
 use crate::domain::MerchantId;
@@ -39,6 +40,8 @@ struct Entry {
     live: bool,
     payment_lease_until_ms: Option<i64>,
     keep_until_ms: i64,
+    declined_attempts: u32,
+    payments_locked_until_ms: i64,
 }
 
 impl Entry {
@@ -183,6 +186,8 @@ impl SessionStore for MemoryStore {
                 live: true,
                 payment_lease_until_ms: None,
                 keep_until_ms,
+                declined_attempts: 0,
+                payments_locked_until_ms: 0,
             },
         );
         inner
@@ -218,6 +223,11 @@ impl SessionStore for MemoryStore {
         }
         if entry.payment_in_progress(now) {
             return Ok(BeginPayment::InProgress(entry.record.clone()));
+        }
+        if entry.payments_locked_until_ms > now {
+            return Ok(BeginPayment::Locked {
+                until_ms: entry.payments_locked_until_ms,
+            });
         }
         entry.payment_lease_until_ms = Some(now.saturating_add(millis(lease)));
         Ok(BeginPayment::Claimed(entry.record.clone()))
@@ -255,6 +265,28 @@ impl SessionStore for MemoryStore {
             entry.payment_lease_until_ms = None;
         }
         Ok(())
+    }
+
+    async fn decline_payment(
+        &self,
+        digest: &TokenDigest,
+        lockout: Lockout,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.sessions.get_mut(digest) else {
+            return Ok(None);
+        };
+        entry.payment_lease_until_ms = None;
+        if lockout.max_failures == 0 {
+            return Ok(None);
+        }
+        entry.declined_attempts += 1;
+        if entry.declined_attempts < lockout.max_failures {
+            return Ok(None);
+        }
+        entry.declined_attempts = 0;
+        entry.payments_locked_until_ms = now_ms().saturating_add(millis(lockout.duration));
+        Ok(Some(entry.payments_locked_until_ms))
     }
 
     async fn revoke(

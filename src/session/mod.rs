@@ -10,7 +10,8 @@ pub use memory::MemoryStore;
 pub use record::{SessionRecord, SessionStatus};
 pub use redis::{RedisStore, connect_redis, spawn_cluster_expiry_watcher, spawn_expiry_watcher};
 pub use store::{
-    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore, StoreError,
+    BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
+    StoreError,
 };
 pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest};
 

@@ -16,7 +16,8 @@
 //!   updated inside the session scripts; on a cluster (another slot) right after them.
 
 use super::store::{
-    BeginPayment, ExpiredSender, ExpiredSession, RateLimitHit, Revocation, SessionStore, StoreError,
+    BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
+    StoreError,
 };
 use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
@@ -351,17 +352,22 @@ return 1
     )
 });
 
-// KEYS: record, live, lock. ARGV: lease ms.
-// Returns {0, record} not open, {1, record} in progress, {2, record} claimed.
+// KEYS: record, live, lock. ARGV: lease ms, now ms.
+// Returns {0, record} not open, {1, record} in progress, {2, record} claimed,
+// {3, record} payments locked (the record's `lu` says until when).
 static BEGIN_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {0, redis.call('HGETALL', KEYS[1])}
 end
-if not redis.call('SET', KEYS[3], '1', 'PX', ARGV[1], 'NX') then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   return {1, redis.call('HGETALL', KEYS[1])}
 end
+if tonumber(redis.call('HGET', KEYS[1], 'lu') or '0') > tonumber(ARGV[2]) then
+  return {3, redis.call('HGETALL', KEYS[1])}
+end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
 return {2, redis.call('HGETALL', KEYS[1])}
 ",
     )
@@ -398,6 +404,22 @@ if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[4]) end
 redis.call('HSET', KEYS[1], 'st', 'r', 'ra', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {3, redis.call('HGETALL', KEYS[1])}
+",
+    )
+});
+
+// KEYS: record, lock. ARGV: max failures (0 = no lock), lock ms, now ms.
+// Releases the lease and counts the decline; returns the lock's end when this decline set it.
+static DECLINE_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[2])
+local max = tonumber(ARGV[1])
+if max == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], 'fa', 1) < max then return 0 end
+local until_ms = tonumber(ARGV[3]) + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'fa', 0, 'lu', until_ms)
+return until_ms
 ",
     )
 });
@@ -672,9 +694,13 @@ where
         lease: Duration,
     ) -> Result<BeginPayment, StoreError> {
         let keys = [record_key(digest), live_key(digest), lock_key(digest)];
-        let reply = self
-            .script(&BEGIN_PAYMENT, &keys, vec![arg(millis(lease))])
-            .await?;
+        let args = vec![arg(millis(lease)), arg(super::now_ms())];
+        let reply: (i64, HashMap<String, String>) =
+            self.script(&BEGIN_PAYMENT, &keys, args).await?;
+        if reply.0 == 3 {
+            let until_ms = reply.1.get("lu").and_then(|v| v.parse().ok()).unwrap_or(0);
+            return Ok(BeginPayment::Locked { until_ms });
+        }
         Ok(match coded_record(reply)? {
             (2, record) => {
                 // A claim a failover could forget would let a second charge in.
@@ -719,6 +745,21 @@ where
                 .await
         })
         .await
+    }
+
+    async fn decline_payment(
+        &self,
+        digest: &TokenDigest,
+        lockout: Lockout,
+    ) -> Result<Option<i64>, StoreError> {
+        let keys = [record_key(digest), lock_key(digest)];
+        let args = vec![
+            arg(lockout.max_failures),
+            arg(millis(lockout.duration)),
+            arg(super::now_ms()),
+        ];
+        let until_ms: i64 = self.script(&DECLINE_PAYMENT, &keys, args).await?;
+        Ok((until_ms > 0).then_some(until_ms))
     }
 
     async fn revoke(

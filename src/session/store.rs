@@ -24,6 +24,8 @@ pub enum BeginPayment {
     Claimed(SessionRecord),
     /// Another payment of this link is being processed right now.
     InProgress(SessionRecord),
+    /// Too many declined attempts: payments of this link are refused until `until_ms`.
+    Locked { until_ms: i64 },
     /// The link is not payable (paid, revoked, expired); the record if one is still kept.
     NotOpen(Option<SessionRecord>),
 }
@@ -38,6 +40,14 @@ pub enum Revocation {
     NotOpen(SessionRecord),
     /// No such session for this merchant (unknown, gone, or another merchant's).
     NotFound,
+}
+
+/// How many declined attempts lock a link's payments, and for how long. `max_failures`
+/// 0 turns the lock off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub max_failures: u32,
+    pub duration: Duration,
 }
 
 /// One rate-limit counter after a hit.
@@ -99,9 +109,19 @@ pub trait SessionStore: Send + Sync + 'static {
         retention: Duration,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// The claimed payment did not go through (declined): the link is payable again if it
-    /// is still open.
+    /// The claimed payment did not go through (the processor failed): the link is payable
+    /// again if it is still open.
     async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError>;
+
+    /// The processor declined the claimed payment: releases the link like
+    /// `abandon_payment` and, in the same step, counts the failure. The
+    /// `lockout.max_failures`-th decline locks the link's payments for `lockout.duration`
+    /// (card testing defence); returns the end of that lock when this decline set it.
+    async fn decline_payment(
+        &self,
+        digest: &TokenDigest,
+        lockout: Lockout,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Revokes `merchant`'s open session in one step. Another merchant's session answers
     /// `NotFound`, exactly like an unknown one.

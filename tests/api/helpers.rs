@@ -95,6 +95,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.extra_args)
@@ -252,16 +253,26 @@ impl RedisCluster {
     }
 }
 
-/// A processor that takes its time, so a test can act while a payment is in flight.
-pub struct SlowProcessor {
+/// Something a test runs at the moment the processor is asked to charge (e.g. pausing Redis).
+pub type ChargeHook = Box<dyn Fn() + Send + Sync>;
+
+/// The contract's test processor, optionally slowed down or with a hook run before each
+/// charge, so a test can act while a payment is in flight.
+pub struct HookedProcessor {
     pub inner: TestProcessor,
-    pub delay: Duration,
+    pub delay: Option<Duration>,
+    pub before_charge: Option<ChargeHook>,
 }
 
 #[async_trait::async_trait]
-impl PaymentProcessor for SlowProcessor {
+impl PaymentProcessor for HookedProcessor {
     async fn charge(&self, request: ChargeRequest<'_>) -> Result<ChargeOutcome, ProcessorError> {
-        tokio::time::sleep(self.delay).await;
+        if let Some(hook) = &self.before_charge {
+            hook();
+        }
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.charge(request).await
     }
 }
@@ -274,10 +285,14 @@ pub struct AppOptions {
     pub retention_seconds: u64,
     pub store_timeout_ms: u64,
     pub processor_delay: Option<Duration>,
+    pub before_charge: Option<ChargeHook>,
     pub redis: Option<RedisServer>,
     pub admin_token: Option<String>,
     pub cluster: Option<RedisCluster>,
     pub wait_replicas: u32,
+    pub pay_max_declines: u32,
+    pub pay_lockout_seconds: u64,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl AppOptions {
@@ -289,10 +304,14 @@ impl AppOptions {
             retention_seconds: 86_400,
             store_timeout_ms: 1000,
             processor_delay: None,
+            before_charge: None,
             redis: None,
             admin_token: None,
             cluster: None,
             wait_replicas: 0,
+            pay_max_declines: 0,
+            pay_lockout_seconds: 900,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -300,8 +319,7 @@ impl AppOptions {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub processor: Arc<TestProcessor>,
-    pub slow_processor: Option<Arc<SlowProcessor>>,
+    pub processor: Arc<HookedProcessor>,
     pub redis: Option<RedisServer>,
     pub cluster: Option<RedisCluster>,
     _merchants_dir: tempfile::TempDir,
@@ -340,26 +358,19 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .or_else(|| cluster.as_ref().map(RedisCluster::url));
     settings.admin_token = options.admin_token;
     settings.redis_wait_replicas = options.wait_replicas;
+    settings.pay_max_declines = options.pay_max_declines;
+    settings.pay_lockout_seconds = options.pay_lockout_seconds;
+    settings.trusted_proxies = options.trusted_proxies;
     let settings = settings.validate().expect("valid test settings");
 
-    let processor = Arc::new(TestProcessor::default());
-    let (app, slow_processor) = match options.processor_delay {
-        None => (
-            Application::build_with(settings, processor.clone()).await,
-            None,
-        ),
-        Some(delay) => {
-            let slow = Arc::new(SlowProcessor {
-                inner: TestProcessor::default(),
-                delay,
-            });
-            (
-                Application::build_with(settings, slow.clone()).await,
-                Some(slow),
-            )
-        }
-    };
-    let app = app.expect("the app builds");
+    let processor = Arc::new(HookedProcessor {
+        inner: TestProcessor::default(),
+        delay: options.processor_delay,
+        before_charge: options.before_charge,
+    });
+    let app = Application::build_with(settings, processor.clone())
+        .await
+        .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
 
@@ -370,7 +381,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             .build()
             .unwrap(),
         processor,
-        slow_processor,
         redis,
         cluster,
         _merchants_dir: merchants_dir,
@@ -547,10 +557,7 @@ impl TestApp {
 
     /// Approvals the processor gave, whichever processor the app was built with.
     pub fn approvals(&self) -> u64 {
-        match &self.slow_processor {
-            Some(slow) => slow.inner.approvals(),
-            None => self.processor.approvals(),
-        }
+        self.processor.inner.approvals()
     }
 
     pub fn redis(&self) -> &RedisServer {

@@ -4,6 +4,7 @@ mod helpers;
 
 mod api;
 mod faults;
+mod hardening;
 mod operations;
 mod pages;
 mod payments;

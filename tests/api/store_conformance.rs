@@ -4,7 +4,7 @@ use crate::helpers::RedisServer;
 use futures_util::future::join_all;
 use paylink::domain::{Amount, Currency, MerchantId, OrderId};
 use paylink::session::{
-    BeginPayment, ExpiredSession, MemoryStore, PaymentToken, Revocation, SessionRecord,
+    BeginPayment, ExpiredSession, Lockout, MemoryStore, PaymentToken, Revocation, SessionRecord,
     SessionStatus, SessionStore, StoreError, TokenDigest, connect_redis, now_ms,
 };
 use std::sync::Arc;
@@ -410,6 +410,50 @@ async fn active_sessions_count_open_links_only_and_follow_expiry_unasked(t: Stor
     assert_eq!(store.active_sessions(&both).await.unwrap(), [2, 1, 0]);
 }
 
+async fn repeated_declines_lock_payments_until_the_lock_ends(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    let lockout = Lockout {
+        max_failures: 2,
+        duration: Duration::from_millis(500),
+    };
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    assert_eq!(store.decline_payment(&d, lockout).await.unwrap(), None);
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    let until = store
+        .decline_payment(&d, lockout)
+        .await
+        .unwrap()
+        .expect("locked");
+    assert!(until > now_ms());
+    assert!(
+        matches!(store.begin_payment(&d, LEASE).await.unwrap(), BeginPayment::Locked { until_ms } if until_ms == until)
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(
+        store.begin_payment(&d, LEASE).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    // With the lock off, declines only release the link.
+    let off = Lockout {
+        max_failures: 0,
+        duration: Duration::from_secs(60),
+    };
+    for _ in 0..5 {
+        assert_eq!(store.decline_payment(&d, off).await.unwrap(), None);
+        assert!(matches!(
+            store.begin_payment(&d, LEASE).await.unwrap(),
+            BeginPayment::Claimed(_)
+        ));
+    }
+}
+
 async fn the_store_answers_a_ping(t: StoreUnderTest) {
     t.store.ping().await.unwrap();
 }
@@ -428,6 +472,7 @@ conformance!(
     outcome_records_are_forgotten_after_retention,
     rate_limit_counters_count_per_key_and_reset,
     active_sessions_count_open_links_only_and_follow_expiry_unasked,
+    repeated_declines_lock_payments_until_the_lock_ends,
     the_store_answers_a_ping,
 );
 

@@ -1,0 +1,462 @@
+//! Issue "Hardening": abuse limits, store faults, durability, and the known attacks on a
+//! payment-session service, each as a named regression test.
+
+use crate::helpers::{
+    ACME_KEY, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, card, eventually, spawn_app,
+    spawn_app_with, valid_card,
+};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn redis_cli(port: u16, args: &[&str]) {
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("redis-cli runs");
+    assert!(status.success());
+}
+
+// ---- abuse ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_declines_lock_the_links_payments_for_a_while() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.pay_max_declines = 3;
+    options.pay_lockout_seconds = 2;
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    let other = app.create_default_session().await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.pay(&created.token, &card("4000 0000 0000 0002"))
+                .await
+                .status,
+            402
+        );
+    }
+    // Card testing stops here: even a good card waits, and nothing reaches the processor.
+    let locked = app.pay(&created.token, &valid_card()).await;
+    assert_eq!(locked.status, 429);
+    assert!(locked.text.contains("Too many declined payments"));
+    let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(app.processor.inner.declines(), 3);
+    // Viewing still works, and other links are not affected.
+    assert_eq!(app.get_pay_page(&created.token).await.status, 200);
+    assert_eq!(app.pay(&other.token, &valid_card()).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
+    assert_eq!(app.approvals(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_locks_after_repeated_declines_too() {
+    let mut options = AppOptions::new(Backend::Memory);
+    options.pay_max_declines = 2;
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.pay(&created.token, &card("4000000000009995"))
+                .await
+                .status,
+            402
+        );
+    }
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 429);
+    assert_eq!(app.approvals(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let forwarded_views = |app: &crate::helpers::TestApp, ip: &'static str, token: String| {
+        let request = app
+            .client
+            .get(app.url(&format!("/pay/{token}")))
+            .header("x-forwarded-for", format!("6.6.6.6, {ip}"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    let mut options = AppOptions::new(Backend::Redis);
+    options.pay_rate_limit = 2;
+    options.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let behind_proxy = spawn_app_with(options).await;
+    let token = behind_proxy.create_default_session().await.token;
+    assert_eq!(
+        forwarded_views(&behind_proxy, "1.1.1.1", token.clone()).await,
+        200
+    );
+    assert_eq!(
+        forwarded_views(&behind_proxy, "1.1.1.1", token.clone()).await,
+        200
+    );
+    assert_eq!(
+        forwarded_views(&behind_proxy, "1.1.1.1", token.clone()).await,
+        429
+    );
+    // Another client behind the same proxy has its own budget, whatever it prepends.
+    assert_eq!(
+        forwarded_views(&behind_proxy, "2.2.2.2", token.clone()).await,
+        200
+    );
+
+    let mut options = AppOptions::new(Backend::Redis);
+    options.pay_rate_limit = 2;
+    let direct = spawn_app_with(options).await;
+    let token = direct.create_default_session().await.token;
+    assert_eq!(
+        forwarded_views(&direct, "1.1.1.1", token.clone()).await,
+        200
+    );
+    assert_eq!(
+        forwarded_views(&direct, "2.2.2.2", token.clone()).await,
+        200
+    );
+    assert_eq!(
+        forwarded_views(&direct, "3.3.3.3", token).await,
+        429,
+        "a spoofed header changes nothing"
+    );
+}
+
+// ---- store faults ----------------------------------------------------------------------
+
+async fn assert_unavailable_within(app: &crate::helpers::TestApp, token: &str, limit: Duration) {
+    let started = Instant::now();
+    let page = app.get_pay_page(token).await;
+    assert_eq!(page.status, 503, "{}", page.text);
+    let api = app.get_session(token).await;
+    assert_eq!(api.status, 503);
+    assert_eq!(api.error_code(), "store_unavailable");
+    assert_eq!(app.get("/readyz").await.status, 503);
+    assert!(
+        started.elapsed() < limit,
+        "answered in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_gets_503_within_the_store_timeout_and_paylink_recovers() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.store_timeout_ms = 300;
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    redis_cli(app.redis().port, &["CLIENT", "PAUSE", "2500", "ALL"]);
+    // Three requests, each bounded by the 300 ms store timeout (plus slack).
+    assert_unavailable_within(&app, &created.token, Duration::from_millis(2000)).await;
+    eventually(
+        Duration::from_secs(5),
+        "recovery after the pause",
+        || async { app.get_pay_page(&created.token).await.status == 200 },
+    )
+    .await;
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_redis_gets_503_within_the_store_timeout_and_paylink_recovers() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.store_timeout_ms = 300;
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    let port = app.redis().port;
+    let sleeper = std::thread::spawn(move || redis_cli(port, &["DEBUG", "SLEEP", "2"]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_unavailable_within(&app, &created.token, Duration::from_millis(1800)).await;
+    sleeper.join().unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "recovery after DEBUG SLEEP",
+        || async { app.get_pay_page(&created.token).await.status == 200 },
+    )
+    .await;
+}
+
+/// The processor approves, then Redis stops taking writes before paylink can record the
+/// payment. The payer gets the receipt (the money moved); the link stays closed (the lease);
+/// paylink records `paid` as soon as Redis takes writes again; nothing is charged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_payment_whose_record_failed_is_recorded_later_and_never_charged_twice() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let mut options = AppOptions::new(Backend::Redis);
+    options.redis = Some(redis);
+    options.store_timeout_ms = 300;
+    options.before_charge = Some(Box::new(move || {
+        redis_cli(port, &["CLIENT", "PAUSE", "1500", "WRITE"]);
+    }));
+    options.admin_token = Some("admin-token-for-tests-0123456789".into());
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+
+    let receipt = app.pay(&created.token, &valid_card()).await;
+    assert_eq!(receipt.status, 200, "{}", receipt.text);
+    assert!(receipt.text.contains("Payment successful"));
+    // While the write is pending, the link cannot be paid again.
+    let again = app.pay(&created.token, &valid_card()).await;
+    assert!(matches!(again.status, 409 | 410 | 503), "{}", again.status);
+    eventually(
+        Duration::from_secs(8),
+        "the payment gets recorded",
+        || async {
+            let reply = app.get_session(&created.token).await;
+            reply.status == 200 && reply.json()["status"] == "paid"
+        },
+    )
+    .await;
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 410);
+    assert_eq!(app.approvals(), 1, "charged once");
+    // The first attempt to record really failed: this test took the failure path.
+    let metrics = app
+        .client
+        .get(app.url("/admin/metrics"))
+        .bearer_auth("admin-token-for-tests-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failed_writes = metrics
+        .lines()
+        .find(|l| l.starts_with("paylink_store_operation_duration_seconds_count{operation=\"complete_payment\",outcome=\"error\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failed_writes >= 1, "{metrics}");
+}
+
+// ---- durability ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aof_everysec_links_and_outcomes_survive_kill_9_of_redis() {
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let mut options = AppOptions::new(Backend::Redis);
+    options.redis = Some(redis);
+    let mut app = spawn_app_with(options).await;
+    let open = app.create_default_session().await;
+    let paid = app.create_default_session().await;
+    let revoked = app.create_default_session().await;
+    assert_eq!(app.pay(&paid.token, &valid_card()).await.status, 200);
+    assert_eq!(app.revoke_session(&revoked.token).await.status, 200);
+
+    app.redis_mut().kill(); // SIGKILL: no shutdown save
+    app.redis_mut().restart();
+    eventually(Duration::from_secs(10), "paylink reconnects", || async {
+        app.get("/readyz").await.status == 200
+    })
+    .await;
+    assert_eq!(
+        app.get_pay_page(&open.token).await.status,
+        200,
+        "the open link is still open"
+    );
+    assert_eq!(app.get_session(&paid.token).await.json()["status"], "paid");
+    assert_eq!(
+        app.get_pay_page(&paid.token).await.status,
+        410,
+        "and still not payable"
+    );
+    assert_eq!(
+        app.get_session(&revoked.token).await.json()["status"],
+        "revoked"
+    );
+    assert_eq!(app.pay(&open.token, &valid_card()).await.status, 200);
+    assert_eq!(app.approvals(), 2);
+}
+
+// ---- the known attacks -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_replay_of_a_paid_link_is_refused() {
+    let app = spawn_app(Backend::Redis).await;
+    let created = app.create_default_session().await;
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
+    for _ in 0..3 {
+        assert_eq!(app.pay(&created.token, &valid_card()).await.status, 410);
+        assert_eq!(
+            app.pay(&created.token, &card("5555 5555 5555 4444"))
+                .await
+                .status,
+            410
+        );
+    }
+    assert_eq!(app.approvals(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_session_fixation_no_request_makes_the_server_adopt_a_chosen_token() {
+    let app = spawn_app(Backend::Redis).await;
+    let chosen = "ab".repeat(32);
+    let reply = app
+        .post_session(&json!({"orderId": "o", "amount": 1, "currency": "USD", "token": chosen, "url": format!("/pay/{chosen}")}))
+        .await;
+    assert_eq!(reply.status, 201);
+    assert_ne!(reply.json()["token"], chosen.as_str());
+    // Neither the pay page nor a payment brings a chosen token to life.
+    assert_eq!(app.get_pay_page(&chosen).await.status, 410);
+    assert_eq!(app.pay(&chosen, &valid_card()).await.status, 410);
+    assert_eq!(app.get_session(&chosen).await.status, 404);
+    assert_eq!(app.get_pay_page(&chosen).await.status, 410);
+    assert_eq!(app.approvals(), 0);
+    assert!(!app.redis().dump_everything().contains(&chosen));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_token_enumeration_a_wrong_token_looks_and_costs_the_same_as_an_expired_one() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.admin_token = Some("admin-token-for-tests-0123456789".into());
+    let app = spawn_app_with(options).await;
+    let expired = app
+        .create_session(json!({"orderId": "o", "amount": 1, "currency": "USD", "ttlSeconds": 1}))
+        .await;
+    let revoked = app.create_default_session().await;
+    app.revoke_session(&revoked.token).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let loads = || async {
+        let text = app
+            .client
+            .get(app.url("/admin/metrics"))
+            .bearer_auth("admin-token-for-tests-0123456789")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("paylink_store_operation_duration_seconds_count{operation=\"load\",outcome=\"ok\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut pages = Vec::new();
+    for token in [&"ab".repeat(32), &expired.token, &revoked.token] {
+        let before = loads().await;
+        let page = app.get_pay_page(token).await;
+        // Same work: exactly one store read, whatever the token.
+        assert_eq!(loads().await - before, 1);
+        pages.push(page);
+    }
+    for page in &pages {
+        assert_eq!(page.status, 410);
+        assert_eq!(page.text, pages[0].text, "byte-for-byte the same page");
+        assert_eq!(
+            page.header("content-length"),
+            pages[0].header("content-length")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_clickjacking_no_page_can_be_framed() {
+    let app = spawn_app(Backend::Memory).await;
+    let created = app.create_default_session().await;
+    let pages = [
+        app.get_pay_page(&created.token).await,
+        app.pay(&created.token, &card("4000 0000 0000 0002")).await,
+        app.pay(&created.token, &valid_card()).await,
+        app.get_pay_page(&created.token).await,
+        app.get("/nowhere").await,
+    ];
+    for page in &pages {
+        let csp = page.header("content-security-policy").unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'"),
+            "{}: {csp}",
+            page.status
+        );
+        assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_token_leakage_through_referer_cache_or_logs_is_closed() {
+    let app = BinaryApp::start(None, &[]);
+    let client = reqwest::Client::new();
+    let body: serde_json::Value = client
+        .post(format!("{}/api/v1/sessions", app.address))
+        .bearer_auth(ACME_KEY)
+        .json(&json!({"orderId": "o", "amount": 100, "currency": "USD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    let page = client
+        .get(format!("{}/pay/{token}", app.address))
+        .send()
+        .await
+        .unwrap();
+    // Referer: neither the header nor the page lets the URL travel to another site.
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    // Cache: no shared or browser cache keeps the page.
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<meta name=\"referrer\" content=\"no-referrer\">"));
+    assert!(!html.contains(&token), "the page does not repeat the token");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no third-party resource"
+    );
+    let receipt = client
+        .post(format!("{}/pay/{token}", app.address))
+        .form(&valid_card())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(receipt.headers()["cache-control"], "no-store");
+    // Logs: no line holds the token, the card or the key.
+    let log = app.log().join("\n");
+    assert!(log.contains("session.paid"));
+    for secret in [token.as_str(), "4242424242424242", ACME_KEY] {
+        assert!(!log.contains(secret));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_cross_merchant_access_reads_revokes_and_learns_nothing() {
+    let app = spawn_app(Backend::Redis).await;
+    let created = app.create_default_session().await;
+    let unknown = app.get_session_as(GLOBEX_KEY, &"cd".repeat(32)).await;
+    let read = app.get_session_as(GLOBEX_KEY, &created.token).await;
+    let revoke = app.revoke_session_as(GLOBEX_KEY, &created.token).await;
+    assert_eq!((read.status, revoke.status), (404, 404));
+    assert_eq!(read.text, unknown.text);
+    assert_eq!(revoke.text, unknown.text);
+    assert_eq!(
+        app.get_session(&created.token).await.json()["status"],
+        "open"
+    );
+    // Creating "for" another merchant is refused outright.
+    let spoof = app
+        .post_session(
+            &json!({"orderId": "o", "amount": 1, "currency": "USD", "merchantId": "globex"}),
+        )
+        .await;
+    assert_eq!(spoof.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_never_echo_a_key_or_a_token() {
+    let app = spawn_app(Backend::Memory).await;
+    let created = app.create_default_session().await;
+    let wrong_key = "sk_live_this_is_a_secret_key_123";
+    let replies = [
+        app.post_session_as(wrong_key, &json!({})).await,
+        app.get_session_as(GLOBEX_KEY, &created.token).await,
+        app.revoke_session_as(wrong_key, &created.token).await,
+        app.get_session(&format!("{}x", created.token)).await,
+    ];
+    for reply in &replies {
+        assert!(reply.status >= 400);
+        for secret in [wrong_key, GLOBEX_KEY, ACME_KEY, created.token.as_str()] {
+            assert!(!reply.text.contains(secret), "{}", reply.text);
+        }
+    }
+}
