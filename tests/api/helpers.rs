@@ -64,7 +64,7 @@ fn free_port() -> u16 {
 pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     extra_args: Vec<String>,
 }
 
@@ -75,10 +75,10 @@ impl RedisServer {
 
     /// Starts with extra `redis-server` arguments (e.g. AOF settings).
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let mut server = RedisServer {
+        let server = RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("a temp dir for redis"),
-            child: None,
+            child: std::sync::Mutex::new(None),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         server.restart();
@@ -90,9 +90,28 @@ impl RedisServer {
     }
 
     /// (Re)starts the server on the same port and directory.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let child = Command::new("redis-server")
+    pub fn restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        assert!(child.is_none(), "redis-server is already running");
+        *child = Some(self.spawn_process());
+        drop(child);
+        self.wait_for_ping();
+    }
+
+    /// Starts the server again after its process died outside the harness's control
+    /// (e.g. `kill -9` by a test), on the same port and directory.
+    pub fn respawn_after_crash(&self) {
+        let mut child = self.child.lock().unwrap();
+        if let Some(mut old) = child.take() {
+            let _ = old.wait();
+        }
+        *child = Some(self.spawn_process());
+        drop(child);
+        self.wait_for_ping();
+    }
+
+    fn spawn_process(&self) -> Child {
+        Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--enable-debug-command", "yes"])
@@ -107,8 +126,10 @@ impl RedisServer {
                     "cannot start redis-server ({e}). Install it with \
                      `apt-get install -y redis-server`, or run ./scripts/test, which does."
                 )
-            });
-        self.child = Some(child);
+            })
+    }
+
+    fn wait_for_ping(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if self.cli(&["PING"]).trim() == "PONG" {
@@ -119,9 +140,13 @@ impl RedisServer {
         }
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.lock().unwrap().is_some()
+    }
+
     /// Stops the server the hard way (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -221,7 +246,7 @@ impl RedisCluster {
     pub fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+            let ok = self.nodes.iter().filter(|n| n.is_running()).all(|n| {
                 let info = n.cli(&["CLUSTER", "INFO"]);
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
             });
@@ -247,7 +272,7 @@ impl RedisCluster {
     pub fn dump_everything(&self) -> String {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some())
+            .filter(|n| n.is_running())
             .map(RedisServer::dump_everything)
             .collect()
     }

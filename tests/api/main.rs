@@ -5,6 +5,7 @@ mod helpers;
 mod api;
 mod faults;
 mod hardening;
+mod load;
 mod operations;
 mod pages;
 mod payments;
