@@ -96,7 +96,7 @@ async fn a_steady_load_survives_two_redis_restarts_without_double_charges_or_los
         app.get("/readyz").await.status == 200
     })
     .await;
-    let tally = tally.lock().unwrap();
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
     let mut lost = 0;
     // Approved payments whose record write met the outage are recorded in the background;
