@@ -21,6 +21,10 @@ const DEMO_MERCHANT_NAME = 'Demo Shop';
 // Only for the paylink this suite starts itself, on loopback, for the length of a run.
 const QA_API_KEY = 'paylink_e2e_qa_key_local_test_server_only';
 const QA_MERCHANT_NAME = 'QA Shop';
+// A second merchant only the dashboard spec uses, so its open-link count moves only with that
+// spec's own actions while the other specs run in parallel.
+const QA_DASHBOARD_API_KEY = 'paylink_e2e_dashboard_key_local_test_server_only';
+const QA_ADMIN_TOKEN = 'paylink-e2e-admin-token-local-only';
 
 const baseURL = (process.env.PAYLINK_BASE_URL ?? 'http://localhost:3000').replace(/\/+$/, '');
 const isCI = !!process.env.CI;
@@ -42,7 +46,15 @@ if (!process.env.PAYLINK_E2E_SERVER) {
   if (mode === 'own') {
     process.env.PAYLINK_E2E_API_KEY = QA_API_KEY;
     process.env.PAYLINK_E2E_MERCHANT_NAME = QA_MERCHANT_NAME;
+    process.env.PAYLINK_E2E_DASHBOARD_API_KEY = QA_DASHBOARD_API_KEY;
+    process.env.PAYLINK_E2E_DASHBOARD_MERCHANT = 'qa-dashboard';
+    process.env.PAYLINK_E2E_ADMIN_TOKEN = QA_ADMIN_TOKEN;
   } else {
+    // Against a running server: the dashboard spec needs its admin token, and reads the row of
+    // the merchant whose key PAYLINK_API_KEY is (run it alone for exact counts).
+    process.env.PAYLINK_E2E_ADMIN_TOKEN = process.env.PAYLINK_ADMIN_TOKEN ?? '';
+    process.env.PAYLINK_E2E_DASHBOARD_API_KEY = process.env.PAYLINK_API_KEY || DEMO_API_KEY;
+    process.env.PAYLINK_E2E_DASHBOARD_MERCHANT = process.env.PAYLINK_MERCHANT_ID ?? 'demo';
     const key = process.env.PAYLINK_API_KEY || DEMO_API_KEY;
     process.env.PAYLINK_E2E_API_KEY = key;
     // The display name can only be checked when known: given, or the demo merchant's.
@@ -61,11 +73,12 @@ const label = ownServer ? (process.env.REDIS_URL ? 'redis' : 'embedded') : 'exte
 const merchantsFile = path.join(tmpdir(), 'paylink-e2e', 'merchants.toml');
 if (ownServer && !process.env.TEST_WORKER_INDEX) {
   mkdirSync(path.dirname(merchantsFile), { recursive: true });
-  const digest = createHash('sha256').update(QA_API_KEY, 'utf8').digest('hex');
+  const digest = (key: string) => createHash('sha256').update(key, 'utf8').digest('hex');
   writeFileSync(
     merchantsFile,
     `# Written by e2e/playwright.config.ts for the paylink the browser suite starts.\n` +
-      `[[merchant]]\nid = "qa"\nname = "${QA_MERCHANT_NAME}"\napi_key_sha256 = "${digest}"\n`,
+      `[[merchant]]\nid = "qa"\nname = "${QA_MERCHANT_NAME}"\napi_key_sha256 = "${digest(QA_API_KEY)}"\n\n` +
+      `[[merchant]]\nid = "qa-dashboard"\nname = "QA Dashboard"\napi_key_sha256 = "${digest(QA_DASHBOARD_API_KEY)}"\n`,
   );
 }
 
@@ -136,6 +149,7 @@ export default defineConfig({
           PAYLINK_MIN_TTL_SECONDS: '1',
           PAYLINK_PAY_RATE_LIMIT_PER_MINUTE: '0',
           PAYLINK_API_RATE_LIMIT_PER_MINUTE: '0',
+          PAYLINK_ADMIN_TOKEN: QA_ADMIN_TOKEN,
           PAYLINK_LOG_FORMAT: 'pretty',
           REDIS_URL: process.env.REDIS_URL ?? '',
           RUST_LOG: process.env.RUST_LOG ?? 'warn,tracing_actix_web=error',

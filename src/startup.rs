@@ -110,6 +110,7 @@ impl Application {
                 .app_data(state.clone())
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
+                .route("/favicon.ico", web::get().to(HttpResponse::NoContent))
                 .route("/api/v1/openapi.json", web::get().to(openapi::spec))
                 .service(
                     web::resource("/api/v1/sessions")

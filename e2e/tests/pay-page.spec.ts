@@ -31,6 +31,9 @@ test('a fresh link shows "Complete your payment" with merchant, order and amount
 
   // countdown.js runs under the page's Content-Security-Policy: nothing may be refused.
   await expect(page.getByTestId('countdown')).toBeVisible();
+  // A timer, not a live region: screen readers are not told the time every second.
+  await expect(page.getByTestId('countdown')).toHaveAttribute('role', 'timer');
+  await expect(page.getByTestId('countdown')).not.toHaveAttribute('aria-live', /polite|assertive/);
   expect(errors, 'console errors / CSP violations on the pay page').toEqual([]);
 });
 

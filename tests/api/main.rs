@@ -3,6 +3,7 @@
 mod helpers;
 
 mod api;
+mod budgets;
 mod faults;
 mod hardening;
 mod load;
