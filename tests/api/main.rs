@@ -10,5 +10,6 @@ mod load;
 mod operations;
 mod pages;
 mod payments;
+mod properties;
 mod scale;
 mod store_conformance;
