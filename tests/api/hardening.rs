@@ -460,3 +460,27 @@ async fn error_bodies_never_echo_a_key_or_a_token() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_on_redis_hold_across_instances() {
+    let redis = RedisServer::start();
+    let limits = [("PAYLINK_API_RATE_LIMIT_PER_MINUTE", "4")];
+    let a = BinaryApp::start(Some(redis.url()), &limits);
+    let b = BinaryApp::start(Some(redis.url()), &limits);
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for base in [
+        &a.address, &b.address, &a.address, &b.address, &a.address, &b.address,
+    ] {
+        let reply = client
+            .post(format!("{base}/api/v1/sessions"))
+            .bearer_auth(ACME_KEY)
+            .json(&json!({"orderId": "o", "amount": 1, "currency": "USD"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(reply.status().as_u16());
+    }
+    // One budget of 4 per minute for the merchant, however the requests are spread.
+    assert_eq!(statuses, [201, 201, 201, 201, 429, 429]);
+}
