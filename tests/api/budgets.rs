@@ -262,7 +262,13 @@ async fn rate_limiting_costs_one_more_round_trip() {
         })
         .await;
     println!("{}", measured.describe());
-    assert_eq!(measured.round_trips(), 2, "{}", measured.describe());
+    assert_eq!(
+        measured.round_trips(),
+        2,
+        "bench/README.md says a rate-limited request costs one more round trip; \
+         update it if that changed: {}",
+        measured.describe()
+    );
 }
 
 /// Bytes per open session and where they go.
