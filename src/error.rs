@@ -110,6 +110,14 @@ impl ApiError {
         )
     }
 
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -231,6 +239,8 @@ pub enum PageError {
     NotFound,
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("internal error")]
@@ -263,6 +273,7 @@ impl ResponseError for PageError {
             }
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PageError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             PageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PageError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -311,6 +322,13 @@ impl ResponseError for PageError {
                 &ErrorPage {
                     title: "Request too large",
                     message: "The form you sent is larger than a payment form can be.",
+                },
+            ),
+            PageError::RequestTimeout => render(
+                status,
+                &ErrorPage {
+                    title: "Request timed out",
+                    message: "Your browser took too long to send the form. Nothing was charged; please try again.",
                 },
             ),
             PageError::MethodNotAllowed => render(

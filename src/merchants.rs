@@ -39,6 +39,8 @@ pub enum MerchantsError {
     Invalid { index: usize, problem: String },
     #[error("merchant id {0:?} appears more than once")]
     Duplicate(String),
+    #[error("merchants {0:?} and {1:?} have the same API key; every merchant needs its own")]
+    SharedKey(String, String),
     #[error("the operating system's random number generator failed")]
     Randomness,
 }
@@ -97,6 +99,13 @@ impl Merchants {
             }
             if merchants.iter().any(|m| m.id == id) {
                 return Err(MerchantsError::Duplicate(id.to_string()));
+            }
+            // One key, one merchant: otherwise a key would act for whichever comes last.
+            if let Some(other) = merchants.iter().find(|m| m.key_sha256 == key_sha256) {
+                return Err(MerchantsError::SharedKey(
+                    other.id.to_string(),
+                    id.to_string(),
+                ));
             }
             merchants.push(Merchant {
                 id,

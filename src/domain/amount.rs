@@ -29,18 +29,10 @@ impl Amount {
     /// Reads the JSON value of the `amount` field: an integer, or a number whose
     /// fractional part is zero. Strings, fractions, zero and negatives are rejected.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, AmountError> {
-        let number = value.as_number().ok_or(AmountError::NotAnInteger)?;
-        match super::json_whole_number(value) {
-            Some(n) => Self::new(n),
-            None => {
-                let f = number.as_f64().unwrap_or(f64::NAN);
-                if f.is_finite() && f.fract() == 0.0 {
-                    Err(AmountError::OutOfRange)
-                } else {
-                    Err(AmountError::NotAnInteger)
-                }
-            }
-        }
+        let whole = super::json_whole_number(value).ok_or(AmountError::NotAnInteger)?;
+        u64::try_from(whole)
+            .map_err(|_| AmountError::OutOfRange)
+            .and_then(Self::new)
     }
 
     pub fn minor_units(&self) -> u64 {
@@ -120,5 +112,14 @@ mod tests {
             Amount::from_json(&json!(1e300)),
             Err(AmountError::OutOfRange)
         );
+        let exact = |text: &str| Amount::from_json(&serde_json::from_str(text).unwrap());
+        assert_eq!(
+            exact("1999.0000000000000001"),
+            Err(AmountError::NotAnInteger)
+        );
+        assert_eq!(exact("0.99999999999999999"), Err(AmountError::NotAnInteger));
+        assert_eq!(exact("1000000000000.00001"), Err(AmountError::NotAnInteger));
+        assert_eq!(exact("1000000000001"), Err(AmountError::OutOfRange));
+        assert_eq!(exact("1999.000"), Ok(Amount(1999)));
     }
 }

@@ -1,7 +1,7 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
 use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
-use super::{rate_limit, read_body, rfc3339};
+use super::{BodyError, rate_limit, read_body, rfc3339};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
@@ -168,6 +168,7 @@ impl NewSession {
         let ttl_seconds = match body.get("ttlSeconds") {
             None | Some(Value::Null) => default_ttl,
             Some(v) => json_whole_number(v)
+                .and_then(|t| u64::try_from(t).ok())
                 .filter(|t| (min_ttl..=MAX_TTL_SECONDS).contains(t))
                 .ok_or_else(|| {
                     ApiError::invalid_field(
@@ -205,6 +206,7 @@ impl NewSession {
         (status = 400, description = "Body is not JSON or not an object", body = ErrorDoc),
         (status = 401, description = "Missing or unknown API key", body = ErrorDoc),
         (status = 403, description = "merchantId names another merchant", body = ErrorDoc),
+        (status = 408, description = "The body did not arrive within 5 s", body = ErrorDoc),
         (status = 413, description = "Body over 16 KiB", body = ErrorDoc),
         (status = 415, description = "Not application/json", body = ErrorDoc),
         (status = 422, description = "A field is invalid", body = ErrorDoc),
@@ -226,7 +228,10 @@ pub async fn create(
     }
     let body = read_body(payload, MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError::payload_too_large())?;
+        .map_err(|e| match e {
+            BodyError::TooLarge => ApiError::payload_too_large(),
+            BodyError::Timeout => ApiError::request_timeout(),
+        })?;
     let body = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {

@@ -29,26 +29,40 @@ pub(crate) async fn rate_limit(state: &AppState, bucket: &str, limit: u64) -> Re
     }
 }
 
-/// The body was larger than the route accepts.
-#[derive(Debug)]
-pub(crate) struct BodyTooLarge;
+/// How long a client may take to send a (small) request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reads a request body of at most `limit` bytes. A larger one is refused as soon as the
-/// bytes read pass the limit, without buffering the rest.
+/// Why a request body was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Larger than the route accepts.
+    TooLarge,
+    /// Not all sent within [`BODY_TIMEOUT`] (a slow or stalled upload).
+    Timeout,
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`]. A larger one is
+/// refused as soon as the bytes read pass the limit, without buffering the rest; a client
+/// that stalls does not hold a worker's connection open.
 pub(crate) async fn read_body(
     mut payload: web::Payload,
     limit: usize,
-) -> Result<web::Bytes, BodyTooLarge> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        // A broken upload reads as what arrived; validation then reports what is missing.
-        let Ok(chunk) = chunk else { break };
-        if body.len() + chunk.len() > limit {
-            return Err(BodyTooLarge);
+) -> Result<web::Bytes, BodyError> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            // A broken upload reads as what arrived; validation then reports what is missing.
+            let Ok(chunk) = chunk else { break };
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(BodyError::Timeout))
 }
 
 /// The client's address: the socket's peer, unless that peer is a configured trusted proxy;

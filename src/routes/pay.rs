@@ -1,6 +1,6 @@
 //! The payer's pages: `GET /pay/{token}` shows an open link, `POST /pay/{token}` pays it.
 
-use super::{client_ip, clock_time, date_time, rate_limit, read_body};
+use super::{BodyError, client_ip, clock_time, date_time, rate_limit, read_body};
 use crate::domain::{CardDetails, CardError};
 use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
@@ -115,7 +115,10 @@ pub async fn submit(
     let digest = token.digest();
     let body = read_body(payload, MAX_FORM_BYTES)
         .await
-        .map_err(|_| PageError::PayloadTooLarge)?;
+        .map_err(|e| match e {
+            BodyError::TooLarge => PageError::PayloadTooLarge,
+            BodyError::Timeout => PageError::RequestTimeout,
+        })?;
 
     // An unreadable body is an empty form: every field is then reported missing.
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();

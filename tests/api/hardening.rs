@@ -484,3 +484,46 @@ async fn rate_limits_on_redis_hold_across_instances() {
     // One budget of 4 per minute for the merchant, however the requests are spread.
     assert_eq!(statuses, [201, 201, 201, 201, 429, 429]);
 }
+
+/// A client that promises a body and stalls gets 408 instead of holding the connection.
+async fn stalled_upload(app: &crate::helpers::TestApp, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers a stalled upload")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_gets_408_and_does_not_hold_the_connection() {
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.create_default_session().await.token;
+    let api = stalled_upload(
+        &app,
+        "/api/v1/sessions",
+        &format!("Authorization: Bearer {ACME_KEY}\r\nContent-Type: application/json\r\n"),
+    )
+    .await;
+    assert!(api.starts_with("HTTP/1.1 408"), "{api}");
+    assert!(api.contains("\"request_timeout\""), "{api}");
+    let page = stalled_upload(
+        &app,
+        &format!("/pay/{token}"),
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+    )
+    .await;
+    assert!(page.starts_with("HTTP/1.1 408"), "{page}");
+    assert_eq!(
+        app.get_pay_page(&token).await.status,
+        200,
+        "the link is untouched"
+    );
+}
