@@ -3,7 +3,7 @@ use std::fmt;
 
 /// The merchant's order reference: 1–128 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderId(String);
+pub struct OrderId(Box<str>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OrderIdError {
@@ -21,7 +21,7 @@ impl OrderId {
         } else if has_control_chars(s) {
             Err(OrderIdError::ControlCharacter)
         } else {
-            Ok(OrderId(s.to_owned()))
+            Ok(OrderId(s.into()))
         }
     }
 }
@@ -40,7 +40,7 @@ impl fmt::Display for OrderId {
 
 /// A free-text description shown to the payer: at most 200 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Description(String);
+pub struct Description(Box<str>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DescriptionError {
@@ -57,7 +57,7 @@ impl Description {
         } else if has_control_chars(s) {
             Err(DescriptionError::ControlCharacter)
         } else {
-            Ok(Description(s.to_owned()))
+            Ok(Description(s.into()))
         }
     }
 }

@@ -5,7 +5,7 @@ use super::store::{
     StoreError,
 };
 use super::{SessionRecord, SessionStatus, TokenDigest, now_ms};
-use crate::domain::MerchantId;
+use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -17,6 +17,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// In-process session store. Expiry is real: a background sweeper marks sessions expired
 /// (and reports them) within a quarter second of their TTL and frees records once their
 /// retention ends, with no request needed, so memory stays bounded by what is live.
+/// Sessions are kept compact (about 100 bytes each plus their text), so a million open
+/// links fit in a few hundred megabytes.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
@@ -25,32 +27,66 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<TokenDigest, Entry>,
-    /// (when, digest): the next moment an entry may need the sweeper. Entries are not
-    /// removed from here when they change; the sweeper checks the entry itself.
+    sessions: HashMap<TokenDigest, Box<Entry>>,
+    /// (when, digest): the next moment an entry needs the sweeper — its expiry while it is
+    /// live, the end of its retention once it has ended. Entries are not removed from here
+    /// when they change; the sweeper checks the entry itself.
     deadlines: BinaryHeap<Reverse<(i64, TokenDigest)>>,
     rate_limits: HashMap<String, (i64, u64)>,
-    /// Live sessions per merchant, kept as sessions start and end.
-    live: HashMap<MerchantId, u64>,
+    /// Merchant ids, interned: entries hold an index into this.
+    merchants: Vec<MerchantId>,
+    merchant_index: HashMap<MerchantId, u32>,
+    /// Live sessions per merchant index, kept as sessions start and end.
+    live: Vec<u64>,
 }
 
+/// One session. Times are ms since the epoch, 0 meaning "none".
 struct Entry {
-    record: SessionRecord,
+    order_id: OrderId,
+    description: Option<Description>,
+    amount: Amount,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    /// When it was paid or revoked.
+    ended_at_ms: i64,
+    keep_until_ms: i64,
+    payment_lease_until_ms: i64,
+    payments_locked_until_ms: i64,
+    merchant: u32,
+    currency: Currency,
+    status: SessionStatus,
     /// The live session: true until paid, revoked or expired.
     live: bool,
-    payment_lease_until_ms: Option<i64>,
-    keep_until_ms: i64,
-    declined_attempts: u32,
-    payments_locked_until_ms: i64,
+    declined_attempts: u8,
+    card_last4: [u8; 4],
 }
 
 impl Entry {
     fn is_open(&self, now: i64) -> bool {
-        self.live && now < self.record.expires_at_ms
+        self.live && now < self.expires_at_ms
     }
 
     fn payment_in_progress(&self, now: i64) -> bool {
-        self.payment_lease_until_ms.is_some_and(|until| now < until)
+        now < self.payment_lease_until_ms
+    }
+}
+
+/// The record as the store trait hands it out.
+fn record(merchants: &[MerchantId], entry: &Entry) -> SessionRecord {
+    let ended = (entry.ended_at_ms != 0).then_some(entry.ended_at_ms);
+    SessionRecord {
+        merchant_id: merchants[entry.merchant as usize].clone(),
+        order_id: entry.order_id.clone(),
+        amount: entry.amount,
+        currency: entry.currency,
+        description: entry.description.clone(),
+        created_at_ms: entry.created_at_ms,
+        expires_at_ms: entry.expires_at_ms,
+        stored_status: entry.status,
+        paid_at_ms: ended.filter(|_| entry.status == SessionStatus::Paid),
+        revoked_at_ms: ended.filter(|_| entry.status == SessionStatus::Revoked),
+        card_last4: (entry.status == SessionStatus::Paid)
+            .then(|| String::from_utf8_lossy(&entry.card_last4).into_owned()),
     }
 }
 
@@ -105,6 +141,23 @@ async fn sweep_forever(inner: Weak<Mutex<Inner>>, expired: ExpiredSender) {
 }
 
 impl Inner {
+    fn intern(&mut self, merchant: &MerchantId) -> u32 {
+        if let Some(&index) = self.merchant_index.get(merchant) {
+            return index;
+        }
+        let index = u32::try_from(self.merchants.len()).unwrap_or(u32::MAX);
+        self.merchants.push(merchant.clone());
+        self.merchant_index.insert(merchant.clone(), index);
+        self.live.push(0);
+        index
+    }
+
+    fn record_of(&self, digest: &TokenDigest) -> Option<SessionRecord> {
+        self.sessions
+            .get(digest)
+            .map(|e| record(&self.merchants, e))
+    }
+
     fn sweep(&mut self, now: i64) -> Vec<ExpiredSession> {
         let mut expired = Vec::new();
         while let Some(&Reverse((when, digest))) = self.deadlines.peek() {
@@ -129,15 +182,18 @@ impl Inner {
         expired
     }
 
-    /// Ends the live session of an entry, keeping the per-merchant count right.
+    /// Ends the live session of an entry, keeping the per-merchant count right, and
+    /// schedules the end of its retention.
     fn end_live(&mut self, digest: &TokenDigest) {
         if let Some(entry) = self.sessions.get_mut(digest)
             && entry.live
         {
             entry.live = false;
-            if let Some(n) = self.live.get_mut(&entry.record.merchant_id) {
+            if let Some(n) = self.live.get_mut(entry.merchant as usize) {
                 *n = n.saturating_sub(1);
             }
+            let keep_until = entry.keep_until_ms;
+            self.deadlines.push(Reverse((keep_until, *digest)));
         }
     }
 
@@ -145,23 +201,30 @@ impl Inner {
     /// made the change.
     fn expire_if_due(&mut self, digest: &TokenDigest, now: i64) -> Option<SessionRecord> {
         let entry = self.sessions.get(digest)?;
-        if !entry.live || now < entry.record.expires_at_ms {
+        if !entry.live || now < entry.expires_at_ms {
             return None;
         }
         self.end_live(digest);
         let entry = self.sessions.get_mut(digest)?;
-        (entry.record.stored_status == SessionStatus::Open).then(|| {
-            entry.record.stored_status = SessionStatus::Expired;
-            entry.record.clone()
-        })
+        if entry.status != SessionStatus::Open {
+            return None;
+        }
+        entry.status = SessionStatus::Expired;
+        self.record_of(digest)
     }
 
-    fn end(&mut self, digest: TokenDigest, keep_until_ms: i64) {
-        self.end_live(&digest);
-        if let Some(entry) = self.sessions.get_mut(&digest) {
-            entry.payment_lease_until_ms = None;
+    /// Ends a session (paid or revoked) at `ended_at_ms`, keeping its record until
+    /// `keep_until_ms`.
+    fn end(&mut self, digest: &TokenDigest, ended_at_ms: i64, keep_until_ms: i64) {
+        if let Some(entry) = self.sessions.get_mut(digest) {
+            entry.payment_lease_until_ms = 0;
+            entry.ended_at_ms = ended_at_ms;
             entry.keep_until_ms = keep_until_ms;
-            self.deadlines.push(Reverse((keep_until_ms, digest)));
+        }
+        if self.sessions.get(digest).is_some_and(|e| e.live) {
+            self.end_live(digest);
+        } else {
+            self.deadlines.push(Reverse((keep_until_ms, *digest)));
         }
     }
 }
@@ -178,23 +241,31 @@ impl SessionStore for MemoryStore {
         if inner.sessions.contains_key(digest) {
             return Err(StoreError::Conflict);
         }
-        let keep_until_ms = record.expires_at_ms.saturating_add(millis(retention));
+        let merchant = inner.intern(&record.merchant_id);
         inner.sessions.insert(
             *digest,
-            Entry {
-                record: record.clone(),
-                live: true,
-                payment_lease_until_ms: None,
-                keep_until_ms,
-                declined_attempts: 0,
+            Box::new(Entry {
+                order_id: record.order_id.clone(),
+                description: record.description.clone(),
+                amount: record.amount,
+                created_at_ms: record.created_at_ms,
+                expires_at_ms: record.expires_at_ms,
+                ended_at_ms: 0,
+                keep_until_ms: record.expires_at_ms.saturating_add(millis(retention)),
+                payment_lease_until_ms: 0,
                 payments_locked_until_ms: 0,
-            },
+                merchant,
+                currency: record.currency,
+                status: SessionStatus::Open,
+                live: true,
+                declined_attempts: 0,
+                card_last4: [0; 4],
+            }),
         );
         inner
             .deadlines
             .push(Reverse((record.expires_at_ms, *digest)));
-        inner.deadlines.push(Reverse((keep_until_ms, *digest)));
-        *inner.live.entry(record.merchant_id.clone()).or_default() += 1;
+        inner.live[merchant as usize] += 1;
         Ok(())
     }
 
@@ -205,7 +276,7 @@ impl SessionStore for MemoryStore {
             .sessions
             .get(digest)
             .filter(|e| e.keep_until_ms > now)
-            .map(|e| e.record.clone()))
+            .map(|e| record(&inner.merchants, e)))
     }
 
     async fn begin_payment(
@@ -215,22 +286,27 @@ impl SessionStore for MemoryStore {
     ) -> Result<BeginPayment, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
-        let Some(entry) = inner.sessions.get_mut(digest) else {
+        let Inner {
+            sessions,
+            merchants,
+            ..
+        } = &mut *inner;
+        let Some(entry) = sessions.get_mut(digest) else {
             return Ok(BeginPayment::NotOpen(None));
         };
         if !entry.is_open(now) {
-            return Ok(BeginPayment::NotOpen(Some(entry.record.clone())));
+            return Ok(BeginPayment::NotOpen(Some(record(merchants, entry))));
         }
         if entry.payment_in_progress(now) {
-            return Ok(BeginPayment::InProgress(entry.record.clone()));
+            return Ok(BeginPayment::InProgress(record(merchants, entry)));
         }
         if entry.payments_locked_until_ms > now {
             return Ok(BeginPayment::Locked {
                 until_ms: entry.payments_locked_until_ms,
             });
         }
-        entry.payment_lease_until_ms = Some(now.saturating_add(millis(lease)));
-        Ok(BeginPayment::Claimed(entry.record.clone()))
+        entry.payment_lease_until_ms = now.saturating_add(millis(lease));
+        Ok(BeginPayment::Claimed(record(merchants, entry)))
     }
 
     async fn complete_payment(
@@ -245,24 +321,27 @@ impl SessionStore for MemoryStore {
         let Some(entry) = inner.sessions.get_mut(digest) else {
             return Ok(None);
         };
-        if matches!(
-            entry.record.stored_status,
-            SessionStatus::Open | SessionStatus::Expired
-        ) {
+        if matches!(entry.status, SessionStatus::Open | SessionStatus::Expired) {
             // An approved charge is recorded even if the TTL ran out while the processor
             // was working: the money moved, so the merchant must see `paid`.
-            entry.record.stored_status = SessionStatus::Paid;
-            entry.record.paid_at_ms = Some(paid_at_ms);
-            entry.record.card_last4 = Some(card_last4.to_owned());
+            entry.status = SessionStatus::Paid;
+            let mut last4 = [b'0'; 4];
+            for (slot, byte) in last4.iter_mut().zip(card_last4.bytes()) {
+                *slot = byte;
+            }
+            entry.card_last4 = last4;
+            inner.end(
+                digest,
+                paid_at_ms,
+                paid_at_ms.saturating_add(millis(retention)),
+            );
         }
-        let record = entry.record.clone();
-        inner.end(*digest, paid_at_ms.saturating_add(millis(retention)));
-        Ok(Some(record))
+        Ok(inner.record_of(digest))
     }
 
     async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
         if let Some(entry) = self.lock().sessions.get_mut(digest) {
-            entry.payment_lease_until_ms = None;
+            entry.payment_lease_until_ms = 0;
         }
         Ok(())
     }
@@ -276,12 +355,12 @@ impl SessionStore for MemoryStore {
         let Some(entry) = inner.sessions.get_mut(digest) else {
             return Ok(None);
         };
-        entry.payment_lease_until_ms = None;
+        entry.payment_lease_until_ms = 0;
         if lockout.max_failures == 0 {
             return Ok(None);
         }
-        entry.declined_attempts += 1;
-        if entry.declined_attempts < lockout.max_failures {
+        entry.declined_attempts = entry.declined_attempts.saturating_add(1);
+        if u32::from(entry.declined_attempts) < lockout.max_failures {
             return Ok(None);
         }
         entry.declined_attempts = 0;
@@ -298,26 +377,36 @@ impl SessionStore for MemoryStore {
     ) -> Result<Revocation, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
-        let Some(entry) = inner
-            .sessions
+        let owner = inner.merchant_index.get(merchant).copied();
+        let Inner {
+            sessions,
+            merchants,
+            ..
+        } = &mut *inner;
+        let Some(entry) = sessions
             .get_mut(digest)
-            .filter(|e| e.keep_until_ms > now && &e.record.merchant_id == merchant)
+            .filter(|e| e.keep_until_ms > now && Some(e.merchant) == owner)
         else {
             return Ok(Revocation::NotFound);
         };
         if !entry.is_open(now) {
-            let mut record = entry.record.clone();
-            record.stored_status = record.status_at(now);
-            return Ok(Revocation::NotOpen(record));
+            let mut ended = record(merchants, entry);
+            ended.stored_status = ended.status_at(now);
+            return Ok(Revocation::NotOpen(ended));
         }
         if entry.payment_in_progress(now) {
-            return Ok(Revocation::PaymentInProgress(entry.record.clone()));
+            return Ok(Revocation::PaymentInProgress(record(merchants, entry)));
         }
-        entry.record.stored_status = SessionStatus::Revoked;
-        entry.record.revoked_at_ms = Some(revoked_at_ms);
-        let record = entry.record.clone();
-        inner.end(*digest, revoked_at_ms.saturating_add(millis(retention)));
-        Ok(Revocation::Revoked(record))
+        entry.status = SessionStatus::Revoked;
+        inner.end(
+            digest,
+            revoked_at_ms,
+            revoked_at_ms.saturating_add(millis(retention)),
+        );
+        match inner.record_of(digest) {
+            Some(record) => Ok(Revocation::Revoked(record)),
+            None => Ok(Revocation::NotFound),
+        }
     }
 
     async fn mark_expired(
@@ -355,7 +444,12 @@ impl SessionStore for MemoryStore {
             let found = inner.sweep(now_ms());
             let counts = merchants
                 .iter()
-                .map(|m| inner.live.get(m).copied().unwrap_or(0))
+                .map(|m| {
+                    inner
+                        .merchant_index
+                        .get(m)
+                        .map_or(0, |&i| inner.live[i as usize])
+                })
                 .collect();
             (found, counts)
         };
