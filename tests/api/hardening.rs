@@ -2,8 +2,8 @@
 //! payment-session service, each as a named regression test.
 
 use crate::helpers::{
-    ACME_KEY, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, card, eventually, spawn_app,
-    spawn_app_with, valid_card,
+    ACME_KEY, ADMIN_TOKEN, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, card,
+    eventually, metric, spawn_app, spawn_app_with, valid_card,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ async fn an_approved_payment_whose_record_failed_is_recorded_later_and_never_cha
     options.before_charge = Some(Box::new(move || {
         redis_cli(port, &["CLIENT", "PAUSE", "1500", "WRITE"]);
     }));
-    options.admin_token = Some("admin-token-for-tests-0123456789".into());
+    options.admin_token = Some(ADMIN_TOKEN.into());
     let app = spawn_app_with(options).await;
     let created = app.create_default_session().await;
 
@@ -210,23 +210,13 @@ async fn an_approved_payment_whose_record_failed_is_recorded_later_and_never_cha
     assert_eq!(app.pay(&created.token, &valid_card()).await.status, 410);
     assert_eq!(app.approvals(), 1, "charged once");
     // The first attempt to record really failed: this test took the failure path.
-    let metrics = app
-        .client
-        .get(app.url("/admin/metrics"))
-        .bearer_auth("admin-token-for-tests-0123456789")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failed_writes = metrics
-        .lines()
-        .find(|l| l.starts_with("paylink_store_operation_duration_seconds_count{operation=\"complete_payment\",outcome=\"error\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(failed_writes >= 1, "{metrics}");
+    let metrics = app.scrape_metrics().await;
+    let failed_writes = metric(
+        &metrics,
+        "paylink_store_operation_duration_seconds_count{operation=\"complete_payment\",outcome=\"error\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(failed_writes >= 1.0, "{metrics}");
 }
 
 // ---- durability ------------------------------------------------------------------------
@@ -308,7 +298,7 @@ async fn attack_session_fixation_no_request_makes_the_server_adopt_a_chosen_toke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_token_enumeration_a_wrong_token_looks_and_costs_the_same_as_an_expired_one() {
     let mut options = AppOptions::new(Backend::Redis);
-    options.admin_token = Some("admin-token-for-tests-0123456789".into());
+    options.admin_token = Some(ADMIN_TOKEN.into());
     let app = spawn_app_with(options).await;
     let expired = app
         .create_session(json!({"orderId": "o", "amount": 1, "currency": "USD", "ttlSeconds": 1}))
@@ -317,28 +307,17 @@ async fn attack_token_enumeration_a_wrong_token_looks_and_costs_the_same_as_an_e
     app.revoke_session(&revoked.token).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let loads = || async {
-        let text = app
-            .client
-            .get(app.url("/admin/metrics"))
-            .bearer_auth("admin-token-for-tests-0123456789")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with("paylink_store_operation_duration_seconds_count{operation=\"load\",outcome=\"ok\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+        let text = app.scrape_metrics().await;
+        let name =
+            "paylink_store_operation_duration_seconds_count{operation=\"load\",outcome=\"ok\"}";
+        metric(&text, name).unwrap_or(0.0)
     };
     let mut pages = Vec::new();
     for token in [&"ab".repeat(32), &expired.token, &revoked.token] {
         let before = loads().await;
         let page = app.get_pay_page(token).await;
         // Same work: exactly one store read, whatever the token.
-        assert_eq!(loads().await - before, 1);
+        assert_eq!(loads().await - before, 1.0);
         pages.push(page);
     }
     for page in &pages {

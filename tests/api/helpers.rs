@@ -702,6 +702,32 @@ pub fn token_ref(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12].to_owned()
 }
 
+/// The admin token tests give their apps (`AppOptions::admin_token`).
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// The value of one Prometheus sample, named with its labels exactly as exposed.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+impl TestApp {
+    /// `/admin/metrics` as a scraper with [`ADMIN_TOKEN`] sees it.
+    pub async fn scrape_metrics(&self) -> String {
+        self.client
+            .get(self.url("/admin/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+}
+
 /// Waits until `check` holds, polling; panics with `what` after `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

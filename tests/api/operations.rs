@@ -1,14 +1,12 @@
 //! Section 4: lifecycle events in the log, metrics and the dashboard, admin access.
 
 use crate::helpers::{
-    ACME_KEY, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, card, eventually, spawn_app,
-    spawn_app_with, token_ref, valid_card,
+    ACME_KEY, ADMIN_TOKEN, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, card,
+    eventually, metric, spawn_app, spawn_app_with, token_ref, valid_card,
 };
 use crate::on_every_backend;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-const ADMIN: &str = "admin-token-for-tests-0123456789";
 
 async fn post_json(client: &reqwest::Client, url: String, body: Value) -> (u16, String, Value) {
     let r = client
@@ -191,16 +189,9 @@ async fn two_instances_on_one_redis_log_each_expiry_once() {
     }
 }
 
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 async fn dashboard_and_metrics_count_exactly_the_open_links(backend: Backend) {
     let mut options = AppOptions::new(backend);
-    options.admin_token = Some(ADMIN.into());
+    options.admin_token = Some(ADMIN_TOKEN.into());
     let app = spawn_app_with(options).await;
     let mut open = Vec::new();
     for _ in 0..5 {
@@ -231,7 +222,7 @@ async fn dashboard_and_metrics_count_exactly_the_open_links(backend: Backend) {
     let scrape = app
         .client
         .get(app.url("/admin/metrics"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -294,16 +285,7 @@ async fn dashboard_and_metrics_count_exactly_the_open_links(backend: Backend) {
         assert!(!text.contains(token.as_str()), "no token in a metric");
     }
     eventually(Duration::from_secs(8), "three expiries counted", || async {
-        let text = app
-            .client
-            .get(app.url("/admin/metrics"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.scrape_metrics().await;
         metric(
             &text,
             "paylink_session_events_total{event=\"expired\",merchant=\"acme\"}",
@@ -314,7 +296,7 @@ async fn dashboard_and_metrics_count_exactly_the_open_links(backend: Backend) {
     let page = app
         .client
         .get(app.url("/admin"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -344,7 +326,7 @@ async fn admin_is_off_without_a_token_and_guarded_with_one(backend: Backend) {
         let r = off
             .client
             .get(off.url(path))
-            .bearer_auth(ADMIN)
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap();
@@ -352,7 +334,7 @@ async fn admin_is_off_without_a_token_and_guarded_with_one(backend: Backend) {
     }
 
     let mut options = AppOptions::new(backend);
-    options.admin_token = Some(ADMIN.into());
+    options.admin_token = Some(ADMIN_TOKEN.into());
     let app = spawn_app_with(options).await;
     let get = |path: &'static str, auth: Option<&'static str>, cookie: Option<String>| {
         let mut req = app.client.get(app.url(path));
@@ -371,8 +353,8 @@ async fn admin_is_off_without_a_token_and_guarded_with_one(backend: Backend) {
         401
     );
     assert_eq!(get("/admin/metrics", Some(ACME_KEY), None).await, 401);
-    assert_eq!(get("/admin", Some(ADMIN), None).await, 200);
-    assert_eq!(get("/admin/metrics", Some(ADMIN), None).await, 200);
+    assert_eq!(get("/admin", Some(ADMIN_TOKEN), None).await, 200);
+    assert_eq!(get("/admin/metrics", Some(ADMIN_TOKEN), None).await, 200);
     assert_eq!(
         get("/admin", None, Some("paylink_admin=forged".into())).await,
         401
@@ -393,7 +375,7 @@ async fn admin_is_off_without_a_token_and_guarded_with_one(backend: Backend) {
     let login = app
         .client
         .post(app.url("/admin/login"))
-        .form(&[("token", ADMIN)])
+        .form(&[("token", ADMIN_TOKEN)])
         .send()
         .await
         .unwrap();
@@ -405,7 +387,10 @@ async fn admin_is_off_without_a_token_and_guarded_with_one(backend: Backend) {
             "{attribute} in {set_cookie}"
         );
     }
-    assert!(!set_cookie.contains(ADMIN), "the cookie is not the token");
+    assert!(
+        !set_cookie.contains(ADMIN_TOKEN),
+        "the cookie is not the token"
+    );
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
     assert_eq!(get("/admin", None, Some(cookie.clone())).await, 200);
     assert_eq!(get("/admin/metrics", None, Some(cookie)).await, 200);
