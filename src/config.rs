@@ -106,6 +106,9 @@ pub struct Settings {
     /// answers; 1 or more makes a failover lose nothing. 0 = do not wait.
     #[arg(long, env = "PAYLINK_REDIS_WAIT_REPLICAS", default_value_t = 0)]
     pub redis_wait_replicas: u32,
+    /// What `validate` had to bring into range, for the log.
+    #[arg(skip)]
+    pub adjustments: Vec<String>,
     /// Longest wait for the store before answering 503.
     #[arg(long, env = "PAYLINK_STORE_TIMEOUT_MS", default_value_t = 2000)]
     pub store_timeout_ms: u64,
@@ -113,33 +116,42 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error(
-        "PAYLINK_SESSION_TTL_SECONDS must be between PAYLINK_MIN_TTL_SECONDS and 1200, got {0}"
-    )]
-    SessionTtl(u64),
-    #[error("PAYLINK_MIN_TTL_SECONDS must be between 1 and 1200, got {0}")]
-    MinTtl(u64),
-    #[error("PAYLINK_STORE_TIMEOUT_MS must be between 1 and 60000, got {0}")]
-    StoreTimeout(u64),
     #[error("PAYLINK_PUBLIC_URL must start with http:// or https://")]
     PublicUrl,
     #[error("REDIS_URL must start with redis://, rediss:// or redis+cluster://")]
     RedisUrl,
-    #[error("PAYLINK_ADMIN_TOKEN must be at least 16 characters")]
-    AdminToken,
 }
 
 impl Settings {
     /// Checks what clap cannot: ranges that depend on each other, URL shapes.
+    ///
+    /// TTLs and the store timeout out of range are brought into range rather than refused
+    /// (no configuration can raise a link's life above 1200 s); each adjustment is kept in
+    /// `adjustments` for the log.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
-        if !(1..=MAX_TTL_SECONDS).contains(&self.min_ttl_seconds) {
-            return Err(ConfigError::MinTtl(self.min_ttl_seconds));
+        let min_ttl = self.min_ttl_seconds.clamp(1, MAX_TTL_SECONDS);
+        if min_ttl != self.min_ttl_seconds {
+            self.adjustments.push(format!(
+                "PAYLINK_MIN_TTL_SECONDS={} is outside 1..=1200; using {min_ttl}",
+                self.min_ttl_seconds
+            ));
+            self.min_ttl_seconds = min_ttl;
         }
-        if !(self.min_ttl_seconds..=MAX_TTL_SECONDS).contains(&self.session_ttl_seconds) {
-            return Err(ConfigError::SessionTtl(self.session_ttl_seconds));
+        let ttl = self.session_ttl_seconds.clamp(min_ttl, MAX_TTL_SECONDS);
+        if ttl != self.session_ttl_seconds {
+            self.adjustments.push(format!(
+                "PAYLINK_SESSION_TTL_SECONDS={} is outside {min_ttl}..=1200; using {ttl}",
+                self.session_ttl_seconds
+            ));
+            self.session_ttl_seconds = ttl;
         }
-        if !(1..=60_000).contains(&self.store_timeout_ms) {
-            return Err(ConfigError::StoreTimeout(self.store_timeout_ms));
+        let timeout = self.store_timeout_ms.clamp(1, 60_000);
+        if timeout != self.store_timeout_ms {
+            self.adjustments.push(format!(
+                "PAYLINK_STORE_TIMEOUT_MS={} is outside 1..=60000; using {timeout}",
+                self.store_timeout_ms
+            ));
+            self.store_timeout_ms = timeout;
         }
         if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
             return Err(ConfigError::PublicUrl);
@@ -159,7 +171,10 @@ impl Settings {
             if token.is_empty() {
                 self.admin_token = None;
             } else if token.len() < 16 {
-                return Err(ConfigError::AdminToken);
+                self.adjustments.push(
+                    "PAYLINK_ADMIN_TOKEN is shorter than 16 characters: easy to guess; use a long random one"
+                        .to_owned(),
+                );
             }
         }
         Ok(self)
@@ -192,15 +207,16 @@ mod tests {
 
     #[test]
     fn no_configuration_raises_the_ttl_above_1200() {
-        assert_eq!(
-            with(&["--session-ttl-seconds", "1201"]).unwrap_err(),
-            ConfigError::SessionTtl(1201)
-        );
-        assert_eq!(
-            with(&["--min-ttl-seconds", "1300"]).unwrap_err(),
-            ConfigError::MinTtl(1300)
-        );
-        assert!(with(&["--session-ttl-seconds", "1200"]).is_ok());
+        let s = with(&["--session-ttl-seconds", "3600"]).unwrap();
+        assert_eq!(s.session_ttl_seconds, 1200);
+        assert_eq!(s.adjustments.len(), 1, "{:?}", s.adjustments);
+        let s = with(&["--min-ttl-seconds", "1300", "--session-ttl-seconds", "900"]).unwrap();
+        assert_eq!((s.min_ttl_seconds, s.session_ttl_seconds), (1200, 1200));
+        let s = with(&["--session-ttl-seconds", "1200"]).unwrap();
+        assert_eq!(s.session_ttl_seconds, 1200);
+        assert!(s.adjustments.is_empty());
+        let s = with(&["--min-ttl-seconds", "1", "--session-ttl-seconds", "0"]).unwrap();
+        assert_eq!(s.session_ttl_seconds, 1);
     }
 
     #[test]

@@ -38,6 +38,9 @@ async fn serve(cli: Cli) -> ExitCode {
         }
     };
     telemetry::init(settings.log_format);
+    for adjustment in &settings.adjustments {
+        tracing::warn!("configuration: {adjustment}");
+    }
     let ip = settings.addr.ip();
     let app = match Application::build(settings).await {
         Ok(app) => app,
