@@ -8,6 +8,9 @@ use std::time::Duration;
 /// No configuration can make a link live longer than this.
 pub const MAX_TTL_SECONDS: u64 = 1200;
 
+/// Outcome records are kept at most a year.
+pub const MAX_RETENTION_SECONDS: u64 = 365 * 24 * 3600;
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "paylink", version, about = "One-time payment links")]
 pub struct Cli {
@@ -144,6 +147,16 @@ impl Settings {
                 self.session_ttl_seconds
             ));
             self.session_ttl_seconds = ttl;
+        }
+        let retention = self
+            .record_retention_seconds
+            .clamp(1, MAX_RETENTION_SECONDS);
+        if retention != self.record_retention_seconds {
+            self.adjustments.push(format!(
+                "PAYLINK_RECORD_RETENTION_SECONDS={} is outside 1..={MAX_RETENTION_SECONDS}; using {retention}",
+                self.record_retention_seconds
+            ));
+            self.record_retention_seconds = retention;
         }
         let timeout = self.store_timeout_ms.clamp(1, 60_000);
         if timeout != self.store_timeout_ms {

@@ -126,9 +126,11 @@ impl Application {
                 .service(
                     web::resource("/pay/{token}")
                         .route(web::get().to(pay::show))
+                        .route(web::head().to(pay::show))
                         .route(web::post().to(pay::submit))
                         .default_service(web::to(pay::method_not_allowed)),
                 )
+                .route("/pay/{tail:.*}", web::route().to(pay::malformed_link))
                 .configure(|cfg| {
                     if admin_enabled {
                         admin::configure(cfg);

@@ -143,10 +143,12 @@ impl NewSession {
         default_ttl: u64,
         min_ttl: u64,
     ) -> Result<Self, ApiError> {
-        if let Some(claimed) = string_field(body, "merchantId")?
-            && claimed != merchant.id.as_ref()
-        {
-            return Err(ApiError::merchant_mismatch());
+        // Any merchantId other than the key's own (a number, another id) names another
+        // merchant as far as authorization goes.
+        match body.get("merchantId") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(claimed)) if claimed == merchant.id.as_ref() => {}
+            Some(_) => return Err(ApiError::merchant_mismatch()),
         }
         let order_id = string_field(body, "orderId")?
             .ok_or_else(|| ApiError::invalid_field("orderId", "orderId is required"))

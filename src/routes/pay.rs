@@ -15,8 +15,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How long one payment attempt holds a link. Longer than any processor call may take
-/// (the processor is given less), so a lease never lapses while a charge is under way.
+/// The least time one payment attempt holds a link (it holds until the session's expiry in
+/// any case). Longer than any processor call may take (the processor is given less).
 const PAYMENT_LEASE: Duration = Duration::from_secs(60);
 const PROCESSOR_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -221,8 +221,9 @@ pub async fn submit(
             Err(PageError::Unavailable)
         }
         Err(_) => {
-            // The processor did not answer: the charge may or may not have happened, so
-            // the lease is left to run out rather than letting a second attempt in now.
+            // The processor did not answer: the charge may or may not have happened, so the
+            // claim is kept (it holds until the session expires) rather than letting a
+            // second attempt in.
             tracing::error!(tokenRef = %digest.token_ref(), "payment processor timed out");
             Err(PageError::Unavailable)
         }
@@ -264,18 +265,31 @@ async fn record_payment(
             let merchant = claimed.merchant_id.clone();
             let digest = *digest;
             let owned_last4 = last4.to_owned();
+            // Until it is recorded the claim keeps the link closed (it outlives the
+            // session), so retrying for as long as it takes is safe; backing off to 5 s.
             tokio::spawn(async move {
-                for attempt in 1..=120u32 {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut wait = Duration::from_millis(250);
+                for attempt in 1u64.. {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
                     let recorded = store
                         .complete_payment(&digest, &merchant, paid_at, &owned_last4, retention)
                         .await;
-                    if matches!(recorded, Ok(Some(_))) {
-                        tracing::info!(tokenRef = %digest.token_ref(), attempt, "approved payment recorded");
-                        return;
+                    match recorded {
+                        Ok(Some(_)) => {
+                            tracing::info!(tokenRef = %digest.token_ref(), attempt, "approved payment recorded");
+                            return;
+                        }
+                        Ok(None) => {
+                            tracing::error!(tokenRef = %digest.token_ref(), "approved payment could not be recorded: the store no longer has the session");
+                            return;
+                        }
+                        Err(_) if attempt % 12 == 0 => {
+                            tracing::error!(tokenRef = %digest.token_ref(), attempt, "approved payment still not recorded; retrying");
+                        }
+                        Err(_) => {}
                     }
                 }
-                tracing::error!(tokenRef = %digest.token_ref(), "approved payment could not be recorded");
             });
             let mut paid = claimed.clone();
             paid.stored_status = SessionStatus::Paid;
@@ -297,6 +311,14 @@ fn receipt(state: &AppState, record: &SessionRecord, paid_at: i64, last4: &str) 
             paid_at_text: date_time(paid_at),
         },
     )
+}
+
+/// Anything under `/pay/` that is not `/pay/{token}` (`/pay/`, `/pay/<token>/x`): a
+/// malformed link, gone without asking the store.
+pub async fn malformed_link() -> Result<HttpResponse, PageError> {
+    Err(PageError::Gone {
+        already_paid: false,
+    })
 }
 
 /// Any other method on `/pay/{token}`.

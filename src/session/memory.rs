@@ -305,7 +305,10 @@ impl SessionStore for MemoryStore {
                 until_ms: entry.payments_locked_until_ms,
             });
         }
-        entry.payment_lease_until_ms = now.saturating_add(millis(lease));
+        // The claim never lapses while the session could still be paid: only a decline or
+        // an abandon releases it, so an approval that could not be recorded keeps the link
+        // closed.
+        entry.payment_lease_until_ms = now.saturating_add(millis(lease)).max(entry.expires_at_ms);
         Ok(BeginPayment::Claimed(record(merchants, entry)))
     }
 

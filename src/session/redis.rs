@@ -367,7 +367,11 @@ end
 if tonumber(redis.call('HGET', KEYS[1], 'lu') or '0') > tonumber(ARGV[2]) then
   return {3, redis.call('HGETALL', KEYS[1])}
 end
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+-- The claim never lapses while the session could still be paid: only a decline or an
+-- abandon releases it, so an approval that could not be recorded keeps the link closed.
+local ea = tonumber(redis.call('HGET', KEYS[1], 'ea') or '0')
+local until_ms = math.max(tonumber(ARGV[2]) + tonumber(ARGV[1]), ea)
+redis.call('SET', KEYS[3], '1', 'PXAT', string.format('%.0f', until_ms))
 return {2, redis.call('HGETALL', KEYS[1])}
 ",
     )

@@ -89,8 +89,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The record, open or ended, while the store keeps it. Never extends any TTL.
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// Atomically takes the link for one payment attempt, for at most `lease`. Exactly one
-    /// of any number of concurrent callers gets `Claimed`.
+    /// Atomically takes the link for one payment attempt. Exactly one of any number of
+    /// concurrent callers gets `Claimed`. The claim holds for `lease` and in any case until
+    /// the session's expiry: it is released only by `abandon_payment`, `decline_payment`
+    /// or `complete_payment`, never by time while the link could still be paid.
     async fn begin_payment(
         &self,
         digest: &TokenDigest,

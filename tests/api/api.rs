@@ -309,6 +309,13 @@ async fn bad_inputs_get_a_422_naming_the_field_or_the_right_error(backend: Backe
             None,
         ),
         (
+            "merchantId a number",
+            with("merchantId", json!(5)),
+            403,
+            "merchant_mismatch",
+            None,
+        ),
+        (
             "body is an array",
             json!([ok.clone()]),
             400,

@@ -117,6 +117,9 @@ async fn unknown_and_malformed_tokens_are_410_link_expired(backend: Backend) {
         "%00",
         "..%2f..%2fetc",
         &"g".repeat(64),
+        "",
+        &format!("{}/", "ab".repeat(32)),
+        &format!("{}/extra", "ab".repeat(32)),
     ] {
         let page = app.get_pay_page(token).await;
         assert_eq!(page.status, 410, "{token}");

@@ -204,7 +204,7 @@ async fn an_abandoned_payment_leaves_the_link_payable(t: StoreUnderTest) {
     ));
 }
 
-async fn a_lapsed_payment_lease_frees_the_link(t: StoreUnderTest) {
+async fn a_claim_does_not_lapse_while_the_session_lives(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (d, _) = open_session(store, Duration::from_secs(60)).await;
     let short = Duration::from_millis(200);
@@ -212,7 +212,21 @@ async fn a_lapsed_payment_lease_frees_the_link(t: StoreUnderTest) {
         store.begin_payment(&d, short).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Long past the lease: an approval that could not be recorded must not reopen the link.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        store.begin_payment(&d, short).await.unwrap(),
+        BeginPayment::InProgress(_)
+    ));
+    assert!(matches!(
+        store
+            .revoke(&d, &merchant("acme"), now_ms(), RETENTION)
+            .await
+            .unwrap(),
+        Revocation::PaymentInProgress(_)
+    ));
+    // Only an explicit release frees it.
+    store.abandon_payment(&d).await.unwrap();
     assert!(matches!(
         store.begin_payment(&d, short).await.unwrap(),
         BeginPayment::Claimed(_)
@@ -464,7 +478,7 @@ conformance!(
     exactly_one_of_many_concurrent_claims_wins,
     a_completed_payment_ends_the_session_for_good,
     an_abandoned_payment_leaves_the_link_payable,
-    a_lapsed_payment_lease_frees_the_link,
+    a_claim_does_not_lapse_while_the_session_lives,
     only_the_owner_can_revoke_and_only_once,
     a_payment_in_flight_cannot_be_revoked,
     a_session_expires_on_time_and_is_reported_once,
