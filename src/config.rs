@@ -51,7 +51,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Listen address.
-    #[arg(long, env = "PAYLINK_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_ADDR",
+        default_value = "127.0.0.1:3000"
+    )]
     pub addr: SocketAddr,
     /// Base of the `url` returned to merchants.
     #[arg(
@@ -61,16 +66,31 @@ pub struct Settings {
     )]
     pub public_url: String,
     /// redis://host:port standalone, redis+cluster://h1:p1,h2:p2 cluster; unset = embedded store.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, global = true, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Merchants file (TOML).
-    #[arg(long, env = "PAYLINK_MERCHANTS", default_value = "merchants.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MERCHANTS",
+        default_value = "merchants.toml"
+    )]
     pub merchants: PathBuf,
     /// Default link TTL in seconds (at most 1200).
-    #[arg(long, env = "PAYLINK_SESSION_TTL_SECONDS", default_value_t = 900)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_SESSION_TTL_SECONDS",
+        default_value_t = 900
+    )]
     pub session_ttl_seconds: u64,
     /// Smallest ttlSeconds a merchant may ask for.
-    #[arg(long, env = "PAYLINK_MIN_TTL_SECONDS", default_value_t = 60)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_MIN_TTL_SECONDS",
+        default_value_t = 60
+    )]
     pub min_ttl_seconds: u64,
     /// How long outcome records of ended sessions are kept.
     #[arg(
@@ -80,23 +100,54 @@ pub struct Settings {
     )]
     pub record_retention_seconds: u64,
     /// Bearer token for /admin; unset = admin off.
-    #[arg(long, env = "PAYLINK_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Log format.
-    #[arg(long, env = "PAYLINK_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     pub log_format: LogFormat,
     /// Requests to /pay/* per client IP per minute; 0 = off.
-    #[arg(long, env = "PAYLINK_PAY_RATE_LIMIT_PER_MINUTE", default_value_t = 120)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_PAY_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 120
+    )]
     pub pay_rate_limit_per_minute: u64,
     /// Declined payments on one link that pause its payments (card-testing defence); 0 = off.
-    #[arg(long, env = "PAYLINK_PAY_MAX_DECLINES", default_value_t = 5)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_PAY_MAX_DECLINES",
+        default_value_t = 5
+    )]
     pub pay_max_declines: u32,
     /// How long a link's payments stay paused after too many declines.
-    #[arg(long, env = "PAYLINK_PAY_LOCKOUT_SECONDS", default_value_t = 900)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_PAY_LOCKOUT_SECONDS",
+        default_value_t = 900
+    )]
     pub pay_lockout_seconds: u64,
     /// Proxies (IP addresses, comma-separated) whose X-Forwarded-For is believed for the
     /// client address; unset = the socket's peer address is the client.
-    #[arg(long, env = "PAYLINK_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// API requests per merchant per minute; 0 = off.
     #[arg(
@@ -107,13 +158,23 @@ pub struct Settings {
     pub api_rate_limit_per_minute: u64,
     /// Redis replicas that must acknowledge every session change (WAIT) before paylink
     /// answers; 1 or more makes a failover lose nothing. 0 = do not wait.
-    #[arg(long, env = "PAYLINK_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_REDIS_WAIT_REPLICAS",
+        default_value_t = 0
+    )]
     pub redis_wait_replicas: u32,
     /// What `validate` had to bring into range, for the log.
     #[arg(skip)]
     pub adjustments: Vec<String>,
     /// Longest wait for the store before answering 503.
-    #[arg(long, env = "PAYLINK_STORE_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLINK_STORE_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
     pub store_timeout_ms: u64,
 }
 

@@ -199,16 +199,19 @@ async fn watch_node<C>(
     let mut announced = false;
     let mut failures = 0u32;
     while !expired.is_closed() {
-        match watch_expiries(&client, &store, &expired, &mut announced).await {
-            Ok(()) => failures = 0,
-            Err(e) => {
-                if failures == 0 {
-                    tracing::warn!(error = %e, "Redis expiry watcher lost its connection; retrying");
-                }
-                failures += 1;
-                if give_up_after.is_some_and(|limit| failures >= limit) {
-                    return;
-                }
+        let started = std::time::Instant::now();
+        // It only returns when the subscription could not be made or has ended.
+        let ended = watch_expiries(&client, &store, &expired, &mut announced).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            failures = 0; // it was subscribed for a while: a fresh outage
+        }
+        if let Err(e) = ended {
+            if failures == 0 {
+                tracing::warn!(error = %e, "Redis expiry watcher lost its connection; retrying");
+            }
+            failures += 1;
+            if give_up_after.is_some_and(|limit| failures >= limit) {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -288,7 +291,11 @@ where
             Err(e) => tracing::warn!(error = %e, "could not mark a session expired"),
         }
     }
-    Ok(())
+    // The subscription ended: the connection is gone, and events sent meanwhile are lost.
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "keyspace notification subscription ended",
+    )))
 }
 
 /// Connects (lazily: paylink starts and answers 503 while Redis is away) to a standalone
