@@ -10,7 +10,7 @@ use crate::payments::{PaymentProcessor, TestProcessor};
 use crate::routes::{admin, health, merchant_api, openapi, pay};
 use crate::session::{
     ExpiredSession, MemoryStore, RedisStore, SessionStore, connect_redis,
-    spawn_cluster_expiry_watcher, spawn_expiry_watcher,
+    spawn_cluster_expiry_watcher, spawn_expiry_catch_up, spawn_expiry_watcher,
 };
 use crate::telemetry::RedactedRootSpan;
 use actix_web::body::MessageBody;
@@ -78,7 +78,7 @@ impl Application {
         let lifecycle = Arc::new(Lifecycle::new(metrics.clone()));
         let (expired_tx, expired_rx) = mpsc::unbounded_channel();
         let store: Arc<dyn SessionStore> = Arc::new(TimedStore::new(
-            build_store(&settings, expired_tx).await?,
+            build_store(&settings, &merchants, expired_tx).await?,
             metrics.clone(),
         ));
         tokio::spawn(log_expiries(expired_rx, lifecycle.clone()));
@@ -188,8 +188,10 @@ fn load_merchants(settings: &Settings) -> Result<Merchants, StartupError> {
 
 async fn build_store(
     settings: &Settings,
+    merchants: &Merchants,
     expired: mpsc::UnboundedSender<ExpiredSession>,
 ) -> Result<Arc<dyn SessionStore>, StartupError> {
+    let merchant_ids: Vec<_> = merchants.all().iter().map(|m| m.id.clone()).collect();
     let timeout = settings.store_timeout();
     match settings.redis_url.as_deref() {
         None => {
@@ -213,14 +215,16 @@ async fn build_store(
             let conn = client.get_async_connection().await?;
             let store = RedisStore::new_cluster(conn, timeout)
                 .with_wait_replicas(settings.redis_wait_replicas);
-            spawn_cluster_expiry_watcher(nodes, store.clone(), expired);
+            spawn_cluster_expiry_watcher(nodes, store.clone(), expired.clone());
+            spawn_expiry_catch_up(store.clone(), merchant_ids, expired);
             tracing::info!("session store: Redis Cluster");
             Ok(Arc::new(store))
         }
         Some(url) => {
             let store =
                 connect_redis(url, timeout)?.with_wait_replicas(settings.redis_wait_replicas);
-            spawn_expiry_watcher(url, store.clone(), expired);
+            spawn_expiry_watcher(url, store.clone(), expired.clone());
+            spawn_expiry_catch_up(store.clone(), merchant_ids, expired);
             tracing::info!("session store: Redis");
             Ok(Arc::new(store))
         }

@@ -8,7 +8,10 @@ mod token;
 
 pub use memory::MemoryStore;
 pub use record::{SessionRecord, SessionStatus};
-pub use redis::{RedisStore, connect_redis, spawn_cluster_expiry_watcher, spawn_expiry_watcher};
+pub use redis::{
+    RedisStore, connect_redis, spawn_cluster_expiry_watcher, spawn_expiry_catch_up,
+    spawn_expiry_watcher,
+};
 pub use store::{
     BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
     StoreError,

@@ -218,6 +218,86 @@ async fn watch_node<C>(
     }
 }
 
+/// How often the index is searched for expiries that no keyspace event reported.
+const CATCH_UP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keyspace events are delivered at most once: one sent while paylink was reconnecting is
+/// gone. So every few seconds this looks in each merchant's index for sessions past their
+/// expiry, marks them expired (reported once, by whichever instance's script changes the
+/// record; usually the event got there first and there is nothing left to do), and then
+/// drops them from the index.
+pub fn spawn_expiry_catch_up<C>(
+    store: RedisStore<C>,
+    merchants: Vec<MerchantId>,
+    expired: ExpiredSender,
+) where
+    C: RedisConnection,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CATCH_UP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !expired.is_closed() {
+            tick.tick().await;
+            for merchant in &merchants {
+                if let Err(e) = store.catch_up_expiries(merchant, &expired).await {
+                    tracing::debug!(error = %e, "expiry catch-up failed; will retry");
+                }
+            }
+        }
+    });
+}
+
+impl<C: RedisConnection> RedisStore<C> {
+    async fn catch_up_expiries(
+        &self,
+        merchant: &MerchantId,
+        expired: &ExpiredSender,
+    ) -> Result<(), StoreError> {
+        let key = index_key(merchant);
+        let now = super::now_ms();
+        loop {
+            let key_for_read = key.clone();
+            let due: Vec<Vec<u8>> = self
+                .run(|mut conn| async move {
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&key_for_read)
+                        .arg("-inf")
+                        .arg(now)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(500)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for member in &due {
+                let Ok(bytes) = <[u8; 32]>::try_from(member.as_slice()) else {
+                    continue;
+                };
+                let digest = TokenDigest::from_bytes(bytes);
+                if let Some(record) = self.mark_expired(&digest).await? {
+                    let _ = expired.send(ExpiredSession { digest, record });
+                }
+            }
+            let (key_for_rem, members) = (key.clone(), due.clone());
+            self.run(|mut conn| async move {
+                redis::cmd("ZREM")
+                    .arg(&key_for_rem)
+                    .arg(members)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await?;
+            if due.len() < 500 {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Turns on expired-key events (`notify-keyspace-events` with `E` and `x`), keeping any
 /// flags already set. Managed Redis services may forbid `CONFIG SET`; then the operator
 /// must enable them, and paylink says so.
@@ -337,7 +417,7 @@ fn index_key(merchant: &MerchantId) -> String {
 }
 
 fn index_member(digest: &TokenDigest) -> Vec<u8> {
-    digest.as_bytes()[..16].to_vec()
+    digest.as_bytes().to_vec()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -833,21 +913,15 @@ where
         // in flight at once over the multiplexed connection.
         let counts = merchants.iter().map(|merchant| {
             let key = index_key(merchant);
+            // Entries past their expiry are left for `catch_up_expiries`, which reports
+            // and then removes them; counting from now on is exact either way.
             self.run(move |mut conn| async move {
-                // Drop what has expired, then count what is left; the count alone is
-                // exact, the pruning only keeps the set small.
-                let (_, count): (u64, u64) = redis::pipe()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(now)
-                    .cmd("ZCOUNT")
+                redis::cmd("ZCOUNT")
                     .arg(&key)
                     .arg(format!("({now}"))
                     .arg("+inf")
-                    .query_async(&mut conn)
-                    .await?;
-                Ok(count)
+                    .query_async::<u64>(&mut conn)
+                    .await
             })
         });
         futures_util::future::try_join_all(counts).await

@@ -85,6 +85,11 @@ impl TokenDigest {
         &self.0
     }
 
+    /// A digest from its raw 32 bytes, as the active-session index holds them.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        TokenDigest(bytes)
+    }
+
     /// Reads a digest back from its hex form, as found in a store key.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];

@@ -401,3 +401,44 @@ on_every_backend!(
     dashboard_and_metrics_count_exactly_the_open_links,
     admin_is_off_without_a_token_and_guarded_with_one,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_whose_keyspace_event_was_lost_is_still_logged_once() {
+    let redis = RedisServer::start();
+    let app = BinaryApp::start(Some(redis.url()), &[]);
+    let client = reqwest::Client::new();
+    let body: Value = client
+        .post(format!("{}/api/v1/sessions", app.address))
+        .bearer_auth(ACME_KEY)
+        .json(&json!({"orderId": "ord_lost_event", "amount": 100, "currency": "USD", "ttlSeconds": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tref = token_ref(body["token"].as_str().unwrap());
+    // Cut paylink's subscription again and again around the expiry, so the event is lost.
+    let until = std::time::Instant::now() + Duration::from_millis(3500);
+    while std::time::Instant::now() < until {
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expired = || {
+        app.events()
+            .iter()
+            .filter(|e| e["event"] == "session.expired" && e["tokenRef"] == tref.as_str())
+            .count()
+    };
+    eventually(Duration::from_secs(12), "the expiry caught up", || async {
+        expired() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(expired(), 1, "logged once");
+    assert_eq!(
+        redis.cli(&["ZCARD", "pl:active:{acme}"]).trim(),
+        "(integer) 0",
+        "index pruned"
+    );
+}
