@@ -356,16 +356,9 @@ async fn attack_clickjacking_no_page_can_be_framed() {
 async fn attack_token_leakage_through_referer_cache_or_logs_is_closed() {
     let app = BinaryApp::start(None, &[]);
     let client = reqwest::Client::new();
-    let body: serde_json::Value = client
-        .post(format!("{}/api/v1/sessions", app.address))
-        .bearer_auth(ACME_KEY)
-        .json(&json!({"orderId": "o", "amount": 100, "currency": "USD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = app
+        .create_session(json!({"orderId": "o", "amount": 100, "currency": "USD"}))
+        .await;
     let token = body["token"].as_str().unwrap().to_owned();
     let page = client
         .get(format!("{}/pay/{token}", app.address))

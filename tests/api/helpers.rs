@@ -674,6 +674,19 @@ impl BinaryApp {
         }
     }
 
+    /// Creates a session as acme through the real binary's API; the 201 body.
+    pub async fn create_session(&self, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/sessions", self.address))
+            .bearer_auth(ACME_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status().as_u16(), 201, "create failed");
+        response.json().await.expect("a JSON body")
+    }
+
     /// Every log line so far.
     pub fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()

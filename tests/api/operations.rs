@@ -406,17 +406,11 @@ on_every_backend!(
 async fn an_expiry_whose_keyspace_event_was_lost_is_still_logged_once() {
     let redis = RedisServer::start();
     let app = BinaryApp::start(Some(redis.url()), &[]);
-    let client = reqwest::Client::new();
-    let body: Value = client
-        .post(format!("{}/api/v1/sessions", app.address))
-        .bearer_auth(ACME_KEY)
-        .json(&json!({"orderId": "ord_lost_event", "amount": 100, "currency": "USD", "ttlSeconds": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = app
+        .create_session(
+            json!({"orderId": "ord_lost_event", "amount": 100, "currency": "USD", "ttlSeconds": 2}),
+        )
+        .await;
     let tref = token_ref(body["token"].as_str().unwrap());
     // Cut paylink's subscription again and again around the expiry, so the event is lost.
     let until = std::time::Instant::now() + Duration::from_millis(3500);

@@ -109,16 +109,11 @@ async fn two_instances_behave_as_one(url: String) {
     );
 
     // A short link expires; every event of every link is logged once across both instances.
-    let body: Value = client
-        .post(format!("{}/api/v1/sessions", b.address))
-        .bearer_auth(ACME_KEY)
-        .json(&json!({"orderId": "ord_short", "amount": 1, "currency": "EUR", "ttlSeconds": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = b
+        .create_session(
+            json!({"orderId": "ord_short", "amount": 1, "currency": "EUR", "ttlSeconds": 1}),
+        )
+        .await;
     let short = token_ref(body["token"].as_str().unwrap());
     let count = |tref: &str, event: &str| {
         a.events()
