@@ -37,7 +37,7 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format);
+    let _log = telemetry::init(settings.log_format);
     for adjustment in &settings.adjustments {
         tracing::warn!("configuration: {adjustment}");
     }

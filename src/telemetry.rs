@@ -5,16 +5,24 @@ use crate::config::LogFormat;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, writing to stdout through a [`BatchWriter`]; keep the
+/// guard until exit, so that the last lines are written. `RUST_LOG` overrides the default
+/// `info` level.
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = BatchWriter::start(io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     // Another subscriber may already be installed (tests build many apps in one process).
     let _ = match format {
         LogFormat::Json => builder
@@ -25,6 +33,7 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+    guard
 }
 
 /// The root span of each request: method, route pattern (`/pay/{token}`, never the
@@ -56,5 +65,232 @@ impl RootSpanBuilder for RedactedRootSpan {
             Err(error) => error.as_response_error().status_code(),
         };
         span.record("status", status.as_u16());
+    }
+}
+
+/// How long the writer thread lets lines gather before it writes them: the most a line
+/// waits, and what turns thousands of lines a second into a few hundred writes.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// Pending bytes that wake the writer before the window ends.
+const BATCH_HIGH_WATER: usize = 256 * 1024;
+/// Pending bytes at which a logging thread waits for the writer: the log is never lossy,
+/// and a stalled stdout cannot grow memory without bound.
+const BATCH_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Log lines written in batches by one thread. A request only appends its line to a
+/// shared buffer — no system call and no stdout lock on the request path; the writer
+/// thread writes what gathered, at most [`BATCH_WINDOW`] after the first line of a batch.
+/// Lines keep their order. Dropping the last [`LogGuard`] writes what is left.
+#[derive(Clone)]
+pub struct BatchWriter {
+    shared: Arc<Batch>,
+}
+
+struct Batch {
+    pending: Mutex<Pending>,
+    /// Signalled when a batch starts, passes the high-water mark, or the log closes.
+    ready: Condvar,
+    /// Signalled when the writer has taken a batch.
+    drained: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    closed: bool,
+}
+
+/// Keeps the writer thread; dropping it writes every pending line and ends the thread.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    shared: Arc<Batch>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BatchWriter {
+    /// Starts the writer thread over `out`.
+    pub fn start<W: Write + Send + 'static>(mut out: W) -> (BatchWriter, LogGuard) {
+        let shared = Arc::new(Batch {
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+            drained: Condvar::new(),
+        });
+        let batch = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("paylink-log".into())
+            .spawn(move || {
+                let mut spare = Vec::new();
+                while batch.next(&mut spare) {
+                    // Nowhere to report a failed log write but the log itself.
+                    let _ = out.write_all(&spare).and_then(|()| out.flush());
+                    spare.clear();
+                }
+            })
+            .expect("the log writer thread starts");
+        (
+            BatchWriter {
+                shared: shared.clone(),
+            },
+            LogGuard {
+                shared,
+                thread: Some(thread),
+            },
+        )
+    }
+}
+
+impl Batch {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a batch and swaps it into `into` (empty); false once closed and drained.
+    fn next(&self, into: &mut Vec<u8>) -> bool {
+        let mut pending = self.lock();
+        while pending.lines.is_empty() && !pending.closed {
+            pending = self.ready.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+        if pending.lines.is_empty() {
+            return false;
+        }
+        let started = Instant::now();
+        while !pending.closed && pending.lines.len() < BATCH_HIGH_WATER {
+            let Some(left) = BATCH_WINDOW.checked_sub(started.elapsed()) else {
+                break;
+            };
+            pending = self
+                .ready
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        std::mem::swap(&mut pending.lines, into);
+        self.drained.notify_all();
+        true
+    }
+
+    fn append(&self, line: &[u8]) {
+        let mut pending = self.lock();
+        while pending.lines.len() >= BATCH_LIMIT && !pending.closed {
+            pending = self
+                .drained
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let was_empty = pending.lines.is_empty();
+        pending.lines.extend_from_slice(line);
+        let high = pending.lines.len() >= BATCH_HIGH_WATER;
+        drop(pending);
+        if was_empty || high {
+            self.ready.notify_one();
+        }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.shared.append(buf);
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.shared.append(buf);
+        Ok(())
+    }
+
+    /// Lines are written by the writer thread, within [`BATCH_WINDOW`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchWriter {
+    type Writer = BatchWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output the test can read while the writer thread owns it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_from_many_threads_arrive_whole_in_order_and_all_by_the_guard_drop() {
+        let out = Shared::default();
+        let (writer, guard) = BatchWriter::start(out.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let mut writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        writer
+                            .write_all(
+                                format!("thread {t} line {i:05} {}\n", "x".repeat(40)).as_bytes(),
+                            )
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 80_000);
+        for t in 0..4 {
+            let mine: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with(&format!("thread {t} ")))
+                .collect();
+            assert_eq!(mine.len(), 20_000);
+            for (i, line) in mine.iter().enumerate() {
+                assert!(
+                    line.starts_with(&format!("thread {t} line {i:05} ")),
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_line_is_written_without_more_lines_or_a_drop() {
+        let out = Shared::default();
+        let (mut writer, _guard) = BatchWriter::start(out.clone());
+        writer.write_all(b"one line\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while out.0.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the line was never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"one line\n");
     }
 }
