@@ -5,14 +5,18 @@ use crate::config::LogFormat;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tracing::Span;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Span, Subscriber};
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the global subscriber, writing to stdout through a [`BatchWriter`]; keep the
 /// guard until exit, so that the last lines are written. `RUST_LOG` overrides the default
@@ -26,10 +30,8 @@ pub fn init(format: LogFormat) -> LogGuard {
     // Another subscriber may already be installed (tests build many apps in one process).
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
@@ -65,6 +67,165 @@ impl RootSpanBuilder for RedactedRootSpan {
             Err(error) => error.as_response_error().status_code(),
         };
         span.record("status", status.as_u16());
+    }
+}
+
+/// JSON lines written straight into the line buffer: `timestamp`, `level`, the event's
+/// fields (`message` among them), `target`, and `spans` from the root (each span's name and
+/// fields). The stock JSON formatter gathers the fields into a map of JSON values and
+/// parses every span's fields again for each line; on the pay page that was a fifth of
+/// the request's CPU time.
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let now = time::OffsetDateTime::now_utc();
+        write!(
+            writer,
+            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.microsecond(),
+            meta.level()
+        )?;
+        let mut fields = JsonFieldWriter {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        write_json_str(&mut writer, meta.target())?;
+        if let Some(scope) = ctx.event_scope() {
+            writer.write_str(",\"spans\":[")?;
+            for (i, span) in scope.from_root().enumerate() {
+                if i > 0 {
+                    writer.write_char(',')?;
+                }
+                writer.write_str("{\"name\":")?;
+                write_json_str(&mut writer, span.name())?;
+                let extensions = span.extensions();
+                // `JsonFields` keeps a span's fields as the text of a JSON object.
+                if let Some(stored) = extensions.get::<FormattedFields<N>>() {
+                    let inner = stored
+                        .fields
+                        .trim()
+                        .strip_prefix('{')
+                        .and_then(|f| f.strip_suffix('}'))
+                        .unwrap_or("")
+                        .trim();
+                    if !inner.is_empty() {
+                        writer.write_char(',')?;
+                        writer.write_str(inner)?;
+                    }
+                }
+                writer.write_char('}')?;
+            }
+            writer.write_char(']')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes an event's fields as `,"name":value` pairs.
+struct JsonFieldWriter<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    result: fmt::Result,
+}
+
+impl JsonFieldWriter<'_, '_> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            self.out.write_char(',')?;
+            write_json_str(self.out, field.name())?;
+            self.out.write_char(':')?;
+            value(self.out)
+        })();
+    }
+}
+
+impl Visit for JsonFieldWriter<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |out| write_json_str(out, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.field(field, |out| write!(out, "{value}"));
+        } else {
+            self.field(field, |out| write_json_str(out, &value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, |out| {
+            out.write_char('"')?;
+            write!(JsonEscaped(&mut *out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+}
+
+fn write_json_str(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    JsonEscaped(&mut *out).write_str(text)?;
+    out.write_char('"')
+}
+
+/// Escapes what passes through it for the inside of a JSON string.
+struct JsonEscaped<W>(W);
+
+impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, c) in text.char_indices() {
+            let escaped = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if c < ' ' => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[plain..i])?;
+            if escaped.is_empty() {
+                write!(self.0, "\\u{:04x}", c as u32)?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            plain = i + c.len_utf8();
+        }
+        self.0.write_str(&text[plain..])
     }
 }
 
@@ -279,6 +440,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn json_lines_carry_escaped_fields_and_the_span_list_from_the_root() {
+        let out = Shared::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", method = "GET", request_id = %"r-1");
+            let _request = request.enter();
+            let step = tracing::info_span!("step");
+            let _step = step.enter();
+            tracing::warn!(
+                event = "session.viewed",
+                text = "quote \" backslash \\ line\nbreak \u{1} é",
+                count = 5_u64,
+                delta = -3_i64,
+                ok = true,
+                shown = %"displayed",
+                "seen {}",
+                7
+            );
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).expect(&text);
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "seen 7");
+        assert_eq!(line["event"], "session.viewed");
+        assert_eq!(line["text"], "quote \" backslash \\ line\nbreak \u{1} é");
+        assert_eq!(line["count"], 5);
+        assert_eq!(line["delta"], -3);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["shown"], "displayed");
+        assert_eq!(line["target"], module_path!());
+        assert_eq!(
+            line["spans"],
+            serde_json::json!([
+                {"name": "request", "method": "GET", "request_id": "r-1"},
+                {"name": "step"}
+            ])
+        );
+        let stamp = line["timestamp"].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{stamp}"
+        );
     }
 
     #[test]

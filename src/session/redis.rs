@@ -10,8 +10,8 @@
 //!   that writes the outcome.
 //! - `pl:{D}:lock` — a short lease held while one payment is with the processor.
 //! - `pl:rl:{name}` — fixed-window rate-limit counters.
-//! - `pl:active:{merchant}` — sorted set of the merchant's open sessions (16 bytes of the
-//!   digest, scored by expiry), so counting open links is one `ZCOUNT` from now on: exact
+//! - `pl:active:{merchant}` — sorted set of the merchant's open sessions (the digest's
+//!   32 bytes, scored by expiry), so counting open links is one `ZCOUNT` from now on: exact
 //!   even for links that expired unseen, and never a SCAN. On a standalone server it is
 //!   updated inside the session scripts; on a cluster (another slot) right after them.
 
@@ -24,9 +24,11 @@ use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+use std::any::Any;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// A connection paylink can run its store over: a standalone server's connection manager
@@ -85,11 +87,55 @@ impl RedisConnection for redis::cluster_async::ClusterConnection {
 #[derive(Clone)]
 pub struct RedisStore<C> {
     conn: C,
+    /// When set, each thread opens a connection of its own on first use instead of `conn`.
+    per_thread: Option<PerThread<C>>,
     timeout: Duration,
     /// Replicas that must acknowledge each state change before it counts (0 = none).
     wait_replicas: u32,
     /// Redis Cluster: keys of different slots cannot meet in one script.
     cluster: bool,
+}
+
+/// Opens one connection per thread, so that a request's command is written and its reply
+/// read by the thread serving the request (each HTTP worker runs its own event loop).
+/// Shared, a connection's I/O task lives on one thread and every request on another
+/// thread hops to it and back: two thread wake-ups per command.
+#[derive(Clone)]
+struct PerThread<C> {
+    open: Arc<dyn Fn() -> redis::RedisResult<C> + Send + Sync>,
+    /// Identifies this store's connections among a thread's; the thread drops them once
+    /// the store is gone.
+    owner: Arc<()>,
+}
+
+/// A connection a thread opened, with its owning store's [`PerThread::owner`].
+type ThreadConnection = (Weak<()>, Box<dyn Any>);
+
+thread_local! {
+    /// The connections this thread opened.
+    static THREAD_CONNECTIONS: RefCell<Vec<ThreadConnection>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<C: Clone + 'static> PerThread<C> {
+    /// This thread's connection, opened now if it has none; `shared` if it cannot be opened.
+    fn get(&self, shared: &C) -> C {
+        THREAD_CONNECTIONS.with_borrow_mut(|conns| {
+            let owner = Arc::as_ptr(&self.owner);
+            let found = conns
+                .iter()
+                .filter(|(w, _)| w.as_ptr() == owner)
+                .find_map(|(_, conn)| conn.downcast_ref::<C>());
+            if let Some(conn) = found {
+                return conn.clone();
+            }
+            let Ok(conn) = (self.open)() else {
+                return shared.clone();
+            };
+            conns.retain(|(w, _)| w.strong_count() > 0);
+            conns.push((Arc::downgrade(&self.owner), Box::new(conn.clone())));
+            conn
+        })
+    }
 }
 
 /// Keeps `session.expired` flowing without requests: subscribes to Redis's expired-key
@@ -390,8 +436,9 @@ pub fn connect_redis(
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
-    let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-    Ok(RedisStore::new(conn, timeout))
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+    let open = move || ConnectionManager::new_lazy_with_config(client.clone(), config.clone());
+    Ok(RedisStore::new(conn, timeout).with_connection_per_thread(open))
 }
 
 pub(crate) fn record_key(digest: &TokenDigest) -> String {
@@ -548,6 +595,7 @@ where
     pub fn new(conn: C, timeout: Duration) -> Self {
         RedisStore {
             conn,
+            per_thread: None,
             timeout,
             wait_replicas: 0,
             cluster: false,
@@ -558,10 +606,24 @@ where
     pub fn new_cluster(conn: C, timeout: Duration) -> Self {
         RedisStore {
             conn,
+            per_thread: None,
             timeout,
             wait_replicas: 0,
             cluster: true,
         }
+    }
+
+    /// Gives each thread that uses the store a connection of its own, made by `open` on
+    /// the thread's first command (see [`PerThread`]); `conn` serves a thread that cannot open one.
+    pub fn with_connection_per_thread(
+        mut self,
+        open: impl Fn() -> redis::RedisResult<C> + Send + Sync + 'static,
+    ) -> Self {
+        self.per_thread = Some(PerThread {
+            open: Arc::new(open),
+            owner: Arc::new(()),
+        });
+        self
     }
 
     /// Makes every state change (create, claim, pay, revoke) wait until `replicas` replicas
@@ -638,7 +700,11 @@ where
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, step(self.conn.clone())).await {
+        let conn = match &self.per_thread {
+            Some(per_thread) => per_thread.get(&self.conn),
+            None => self.conn.clone(),
+        };
+        match tokio::time::timeout(self.timeout, step(conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout),
             Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
@@ -953,5 +1019,58 @@ mod tests {
         }
         assert_eq!(digest_of_live_key(&live_key(&digest)), Some(digest));
         assert_eq!(digest_of_live_key(&record_key(&digest)), None);
+    }
+
+    /// A stand-in connection: which thread opened it, and the opening's number.
+    type Opened = Arc<(std::thread::ThreadId, usize)>;
+
+    fn counting_opener() -> (PerThread<Opened>, Arc<std::sync::atomic::AtomicUsize>) {
+        let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = opened.clone();
+        let per_thread = PerThread {
+            open: Arc::new(move || {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Arc::new((std::thread::current().id(), n)))
+            }),
+            owner: Arc::new(()),
+        };
+        (per_thread, opened)
+    }
+
+    #[test]
+    fn each_thread_opens_one_connection_per_store_and_keeps_using_it() {
+        let shared: Opened = Arc::new((std::thread::current().id(), usize::MAX));
+        let (store_a, opened_a) = counting_opener();
+        let (store_b, opened_b) = counting_opener();
+        let first = store_a.get(&shared);
+        assert_eq!(first.0, std::thread::current().id());
+        assert!(
+            Arc::ptr_eq(&first, &store_a.get(&shared)),
+            "reused on this thread"
+        );
+        assert!(
+            !Arc::ptr_eq(&first, &store_b.get(&shared)),
+            "another store's own"
+        );
+        let other = std::thread::scope(|s| s.spawn(|| store_a.get(&shared)).join().unwrap());
+        assert_ne!(other.0, first.0, "another thread opens its own");
+        assert_eq!(opened_a.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(opened_b.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A store that is gone leaves nothing behind once this thread opens another.
+        drop(store_b);
+        let (store_c, _) = counting_opener();
+        store_c.get(&shared);
+        let kept = THREAD_CONNECTIONS.with_borrow(|conns| conns.len());
+        assert_eq!(kept, 2, "store_a's and store_c's; store_b's dropped");
+    }
+
+    #[test]
+    fn a_thread_that_cannot_open_a_connection_uses_the_shared_one() {
+        let shared: Opened = Arc::new((std::thread::current().id(), usize::MAX));
+        let failing: PerThread<Opened> = PerThread {
+            open: Arc::new(|| Err((redis::ErrorKind::Io, "no").into())),
+            owner: Arc::new(()),
+        };
+        assert!(Arc::ptr_eq(&failing.get(&shared), &shared));
     }
 }
