@@ -11,10 +11,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing::{Event, Span, Subscriber};
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -30,7 +32,7 @@ pub fn init(format: LogFormat) -> LogGuard {
     // Another subscriber may already be installed (tests build many apps in one process).
     let _ = match format {
         LogFormat::Json => builder
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
@@ -39,7 +41,8 @@ pub fn init(format: LogFormat) -> LogGuard {
 }
 
 /// The root span of each request: method, route pattern (`/pay/{token}`, never the
-/// token itself), status, and the request id that is also sent as `X-Request-Id`.
+/// token itself), and the request id that is also sent as `X-Request-Id`. (Statuses are
+/// in the metrics: no line is logged after a response, so a status field would be unseen.)
 pub struct RedactedRootSpan;
 
 impl RootSpanBuilder for RedactedRootSpan {
@@ -57,17 +60,10 @@ impl RootSpanBuilder for RedactedRootSpan {
             method = %request.method(),
             route = %route,
             request_id = %request_id,
-            status = tracing::field::Empty,
         )
     }
 
-    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        let status = match outcome {
-            Ok(response) => response.status(),
-            Err(error) => error.as_response_error().status_code(),
-        };
-        span.record("status", status.as_u16());
-    }
+    fn on_request_end<B: MessageBody>(_: Span, _: &Result<ServiceResponse<B>, Error>) {}
 }
 
 /// JSON lines written straight into the line buffer: `timestamp`, `level`, the event's
@@ -77,14 +73,13 @@ impl RootSpanBuilder for RedactedRootSpan {
 /// the request's CPU time.
 pub struct JsonLines;
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+impl<S> FormatEvent<S, JsonSpanFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, JsonSpanFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -118,20 +113,8 @@ where
                 }
                 writer.write_str("{\"name\":")?;
                 write_json_str(&mut writer, span.name())?;
-                let extensions = span.extensions();
-                // `JsonFields` keeps a span's fields as the text of a JSON object.
-                if let Some(stored) = extensions.get::<FormattedFields<N>>() {
-                    let inner = stored
-                        .fields
-                        .trim()
-                        .strip_prefix('{')
-                        .and_then(|f| f.strip_suffix('}'))
-                        .unwrap_or("")
-                        .trim();
-                    if !inner.is_empty() {
-                        writer.write_char(',')?;
-                        writer.write_str(inner)?;
-                    }
+                if let Some(stored) = span.extensions().get::<FormattedFields<JsonSpanFields>>() {
+                    writer.write_str(&stored.fields)?;
                 }
                 writer.write_char('}')?;
             }
@@ -141,7 +124,34 @@ where
     }
 }
 
-/// Writes an event's fields as `,"name":value` pairs.
+/// Keeps a span's fields as the `,"name":value` pairs [`JsonLines`] copies into each line
+/// of the span.
+pub struct JsonSpanFields;
+
+impl<'writer> FormatFields<'writer> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut pairs = JsonFieldWriter {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        fields.record(&mut pairs);
+        pairs.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &Record<'_>,
+    ) -> fmt::Result {
+        self.format_fields(current.as_writer(), fields)
+    }
+}
+
+/// Writes an event's or span's fields as `,"name":value` pairs.
 struct JsonFieldWriter<'a, 'w> {
     out: &'a mut Writer<'w>,
     result: fmt::Result,
@@ -448,11 +458,17 @@ mod tests {
         let sink = out.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || sink.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let request = tracing::info_span!("request", method = "GET", request_id = %"r-1");
+            let request = tracing::info_span!(
+                "request",
+                method = "GET",
+                request_id = %"r-1",
+                late = tracing::field::Empty
+            );
+            request.record("late", 3);
             let _request = request.enter();
             let step = tracing::info_span!("step");
             let _step = step.enter();
@@ -482,7 +498,7 @@ mod tests {
         assert_eq!(
             line["spans"],
             serde_json::json!([
-                {"name": "request", "method": "GET", "request_id": "r-1"},
+                {"name": "request", "method": "GET", "request_id": "r-1", "late": 3},
                 {"name": "step"}
             ])
         );
