@@ -51,8 +51,8 @@ impl FromRequest for AuthenticatedMerchant {
 }
 
 async fn limit_api(state: &AppState, merchant: &Merchant) -> Result<(), ApiError> {
-    let bucket = format!("api:{}", merchant.id);
-    rate_limit(state, &bucket, state.settings.api_rate_limit_per_minute)
+    let bucket = || format!("api:{}", merchant.id);
+    rate_limit(state, bucket, state.settings.api_rate_limit_per_minute)
         .await
         .map_err(ApiError::rate_limited)
 }

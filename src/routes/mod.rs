@@ -16,14 +16,19 @@ use time::macros::format_description;
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Counts one request against `bucket` (`limit` per minute, 0 = off). `Err` holds how long
-/// to wait. A store that cannot count does not block traffic: the request goes on and the
-/// store's own failure shows up where the request needs the store.
-pub(crate) async fn rate_limit(state: &AppState, bucket: &str, limit: u64) -> Result<(), Duration> {
+/// Counts one request against the bucket `bucket` names (`limit` per minute, 0 = off, and
+/// then the bucket is not even named). `Err` holds how long to wait. A store that cannot
+/// count does not block traffic: the request goes on and the store's own failure shows up
+/// where the request needs the store.
+pub(crate) async fn rate_limit(
+    state: &AppState,
+    bucket: impl FnOnce() -> String,
+    limit: u64,
+) -> Result<(), Duration> {
     if limit == 0 {
         return Ok(());
     }
-    match state.store.hit_rate_limit(bucket, RATE_WINDOW).await {
+    match state.store.hit_rate_limit(&bucket(), RATE_WINDOW).await {
         Ok(hit) if hit.count > limit => Err(hit.resets_in),
         _ => Ok(()),
     }

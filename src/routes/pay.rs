@@ -72,9 +72,13 @@ fn pay_page(
 }
 
 async fn limit_pay(state: &AppState, req: &HttpRequest, kind: &str) -> Result<(), PageError> {
-    let ip = client_ip(req, &state.settings.trusted_proxies);
-    let bucket = format!("pay:{kind}:{ip}");
-    rate_limit(state, &bucket, state.settings.pay_rate_limit_per_minute)
+    let bucket = || {
+        format!(
+            "pay:{kind}:{}",
+            client_ip(req, &state.settings.trusted_proxies)
+        )
+    };
+    rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute)
         .await
         .map_err(|retry_after| PageError::RateLimited { retry_after })
 }

@@ -760,19 +760,52 @@ fn record_fields(record: &SessionRecord) -> Vec<Vec<u8>> {
     fields
 }
 
+/// A record from `HGETALL` (or a script's copy of it): `None` when there is no record.
 fn parse_record(fields: HashMap<String, String>) -> Result<Option<SessionRecord>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
-    let corrupt = |what: &str| StoreError::Corrupt(format!("session record field {what}"));
-    let get = |k: &str| fields.get(k).ok_or_else(|| corrupt(k));
-    let int = |k: &str| get(k)?.parse::<i64>().map_err(|_| corrupt(k));
-    let opt_int = |k: &str| {
-        fields
-            .get(k)
-            .map(|v| v.parse::<i64>().map_err(|_| corrupt(k)))
+    record_from(|k| fields.get(k).map(String::as_str)).map(Some)
+}
+
+/// Every field a record may have, in the order `load` asks `HMGET` for them.
+const RECORD_FIELDS: [&str; 11] = ["m", "o", "a", "c", "d", "ca", "ea", "st", "pa", "ra", "l4"];
+
+/// A record from `HMGET key` [`RECORD_FIELDS`], read in place from the reply (no map and
+/// no string per field): `None` when the record has none of the fields.
+fn parse_record_fields(reply: &Value) -> Result<Option<SessionRecord>, StoreError> {
+    let corrupt = || StoreError::Corrupt("session record reply".to_owned());
+    let Value::Array(values) = reply else {
+        return Err(corrupt());
     };
-    Ok(Some(SessionRecord {
+    if values.len() != RECORD_FIELDS.len() {
+        return Err(corrupt());
+    }
+    let mut fields: [Option<&str>; RECORD_FIELDS.len()] = [None; RECORD_FIELDS.len()];
+    for (field, value) in fields.iter_mut().zip(values) {
+        *field = match value {
+            Value::Nil => None,
+            Value::BulkString(bytes) => Some(std::str::from_utf8(bytes).map_err(|_| corrupt())?),
+            _ => return Err(corrupt()),
+        };
+    }
+    if fields.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    record_from(|k| {
+        let i = RECORD_FIELDS.iter().position(|f| *f == k)?;
+        fields[i]
+    })
+    .map(Some)
+}
+
+/// A record from its fields, `opt` giving each field's value if the record has it.
+fn record_from<'a>(opt: impl Fn(&str) -> Option<&'a str>) -> Result<SessionRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("session record field {what}"));
+    let opt_int = |k: &str| opt(k).map(|v| v.parse::<i64>().map_err(|_| corrupt(k)));
+    let get = |k: &str| opt(k).ok_or_else(|| corrupt(k));
+    let int = |k: &str| get(k)?.parse::<i64>().map_err(|_| corrupt(k));
+    Ok(SessionRecord {
         merchant_id: MerchantId::parse(get("m")?).map_err(|_| corrupt("m"))?,
         order_id: OrderId::parse(get("o")?).map_err(|_| corrupt("o"))?,
         amount: get("a")?
@@ -781,8 +814,7 @@ fn parse_record(fields: HashMap<String, String>) -> Result<Option<SessionRecord>
             .and_then(|a| Amount::new(a).ok())
             .ok_or_else(|| corrupt("a"))?,
         currency: Currency::parse(get("c")?).map_err(|_| corrupt("c"))?,
-        description: fields
-            .get("d")
+        description: opt("d")
             .map(|d| Description::parse(d).map_err(|_| corrupt("d")))
             .transpose()?,
         created_at_ms: int("ca")?,
@@ -790,8 +822,8 @@ fn parse_record(fields: HashMap<String, String>) -> Result<Option<SessionRecord>
         stored_status: SessionStatus::from_code(get("st")?).ok_or_else(|| corrupt("st"))?,
         paid_at_ms: opt_int("pa").transpose()?,
         revoked_at_ms: opt_int("ra").transpose()?,
-        card_last4: fields.get("l4").cloned(),
-    }))
+        card_last4: opt("l4").map(str::to_owned),
+    })
 }
 
 /// Reads a `{code, {field, value, …}}` script reply.
@@ -837,12 +869,16 @@ where
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
         let key = record_key(digest);
-        let fields: HashMap<String, String> =
-            self.run(|mut conn| async move {
-                redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await
+        let reply: Value = self
+            .run(|mut conn| async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&RECORD_FIELDS[..])
+                    .query_async(&mut conn)
+                    .await
             })
             .await?;
-        parse_record(fields)
+        parse_record_fields(&reply)
     }
 
     async fn begin_payment(
@@ -1019,6 +1055,72 @@ mod tests {
         }
         assert_eq!(digest_of_live_key(&live_key(&digest)), Some(digest));
         assert_eq!(digest_of_live_key(&record_key(&digest)), None);
+    }
+
+    /// The reply `HMGET key` [`RECORD_FIELDS`] gives for a hash holding `pairs`.
+    fn hmget_reply(pairs: &[(&str, &str)]) -> Value {
+        Value::Array(
+            RECORD_FIELDS
+                .iter()
+                .map(|f| match pairs.iter().find(|(k, _)| k == f) {
+                    Some((_, v)) => Value::BulkString(v.as_bytes().to_vec()),
+                    None => Value::Nil,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_record_read_by_hmget_is_the_record_written_and_then_paid() {
+        let record = SessionRecord {
+            merchant_id: MerchantId::parse("acme").unwrap(),
+            order_id: OrderId::parse("ord_1").unwrap(),
+            amount: Amount::new(1999).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            description: Some(Description::parse("2 tickets, \"row\" F · ü").unwrap()),
+            created_at_ms: 1_000,
+            expires_at_ms: 901_000,
+            stored_status: SessionStatus::Paid,
+            paid_at_ms: Some(2_000),
+            revoked_at_ms: None,
+            card_last4: Some("4242".to_owned()),
+        };
+        // What `create` writes, then what the payment script adds (`st` overwritten).
+        let written: Vec<String> = record_fields(&record)
+            .into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect();
+        let mut pairs: Vec<(&str, &str)> = written
+            .chunks(2)
+            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+            .collect();
+        for (k, _) in &pairs {
+            assert!(RECORD_FIELDS.contains(k), "load does not read field {k}");
+        }
+        pairs.retain(|(k, _)| *k != "st");
+        pairs.extend([("st", "p"), ("pa", "2000"), ("l4", "4242")]);
+        let read = parse_record_fields(&hmget_reply(&pairs)).unwrap();
+        assert_eq!(read, Some(record));
+    }
+
+    #[test]
+    fn hmget_of_no_record_is_none_and_of_a_damaged_one_is_corrupt() {
+        assert!(matches!(parse_record_fields(&hmget_reply(&[])), Ok(None)));
+        let missing_amount = hmget_reply(&[("m", "acme"), ("o", "ord_1"), ("st", "o")]);
+        assert!(matches!(
+            parse_record_fields(&missing_amount),
+            Err(StoreError::Corrupt(_))
+        ));
+        for reply in [
+            Value::Nil,
+            Value::Array(vec![Value::Nil]),
+            Value::Array(vec![Value::BulkString(vec![0xff]); RECORD_FIELDS.len()]),
+        ] {
+            assert!(
+                matches!(parse_record_fields(&reply), Err(StoreError::Corrupt(_))),
+                "{reply:?}"
+            );
+        }
     }
 
     /// A stand-in connection: which thread opened it, and the opening's number.
