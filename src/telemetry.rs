@@ -215,25 +215,27 @@ fn write_json_str(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
 struct JsonEscaped<W>(W);
 
 impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
+    /// Byte by byte: every byte that needs escaping is ASCII, and no byte of a multi-byte
+    /// character is below 0x80, so the slices between them stay whole characters.
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut plain = 0;
-        for (i, c) in text.char_indices() {
-            let escaped = match c {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                c if c < ' ' => "",
+        for (i, &b) in text.as_bytes().iter().enumerate() {
+            let escaped = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
                 _ => continue,
             };
             self.0.write_str(&text[plain..i])?;
             if escaped.is_empty() {
-                write!(self.0, "\\u{:04x}", c as u32)?;
+                write!(self.0, "\\u{b:04x}")?;
             } else {
                 self.0.write_str(escaped)?;
             }
-            plain = i + c.len_utf8();
+            plain = i + 1;
         }
         self.0.write_str(&text[plain..])
     }

@@ -83,8 +83,8 @@ async fn limit_pay(state: &AppState, req: &HttpRequest, kind: &str) -> Result<()
         .map_err(|retry_after| PageError::RateLimited { retry_after })
 }
 
-/// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise.
-#[tracing::instrument(name = "view payment page", skip_all)]
+/// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise. No span
+/// of its own: the request span's route already names it, and this is the hottest path.
 pub async fn show(
     req: HttpRequest,
     path: web::Path<String>,
