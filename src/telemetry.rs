@@ -1,4 +1,5 @@
-//! Logging: readable lines or JSON lines on stdout, and a request span that never holds a
+//! Logging: readable lines or JSON lines on stdout, written in batches off the request
+//! path, and a request span that never holds a
 //! token (it names the route pattern, not the path).
 
 use crate::config::LogFormat;
@@ -253,7 +254,7 @@ const BATCH_LIMIT: usize = 16 * 1024 * 1024;
 /// Log lines written in batches by one thread. A request only appends its line to a
 /// shared buffer — no system call and no stdout lock on the request path; the writer
 /// thread writes what gathered, at most [`BATCH_WINDOW`] after the first line of a batch.
-/// Lines keep their order. Dropping the last [`LogGuard`] writes what is left.
+/// Lines keep their order. Dropping the [`LogGuard`] writes what is left.
 #[derive(Clone)]
 pub struct BatchWriter {
     shared: Arc<Batch>,
