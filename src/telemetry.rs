@@ -1,6 +1,6 @@
 //! Logging: readable lines or JSON lines on stdout, written in batches off the request
-//! path, and a request span that never holds a
-//! token (it names the route pattern, not the path).
+//! path, and a request span that never holds a token (it names the route pattern, not the
+//! path).
 
 use crate::config::LogFormat;
 use actix_web::body::MessageBody;
