@@ -3,8 +3,8 @@
 
 use crate::domain::MerchantId;
 use crate::session::{
-    BeginPayment, Lockout, RateLimitHit, Revocation, SessionRecord, SessionStore, StoreError,
-    TokenDigest,
+    BeginPayment, ClaimId, Lockout, RateLimitHit, Revocation, SessionRecord, SessionStore,
+    StoreError, TokenDigest,
 };
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -173,9 +173,13 @@ impl SessionStore for TimedStore {
         &self,
         digest: &TokenDigest,
         lease: Duration,
+        claim: ClaimId,
     ) -> Result<BeginPayment, StoreError> {
-        self.time("begin_payment", self.inner.begin_payment(digest, lease))
-            .await
+        self.time(
+            "begin_payment",
+            self.inner.begin_payment(digest, lease, claim),
+        )
+        .await
     }
 
     async fn complete_payment(
@@ -192,19 +196,24 @@ impl SessionStore for TimedStore {
         self.time("complete_payment", call).await
     }
 
-    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
-        self.time("abandon_payment", self.inner.abandon_payment(digest))
+    async fn abandon_payment(
+        &self,
+        digest: &TokenDigest,
+        claim: ClaimId,
+    ) -> Result<bool, StoreError> {
+        self.time("abandon_payment", self.inner.abandon_payment(digest, claim))
             .await
     }
 
     async fn decline_payment(
         &self,
         digest: &TokenDigest,
+        claim: ClaimId,
         lockout: Lockout,
     ) -> Result<Option<i64>, StoreError> {
         self.time(
             "decline_payment",
-            self.inner.decline_payment(digest, lockout),
+            self.inner.decline_payment(digest, claim, lockout),
         )
         .await
     }

@@ -6,7 +6,7 @@ use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
 use crate::payments::{ChargeOutcome, ChargeRequest};
 use crate::session::{
-    BeginPayment, Lockout, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
+    BeginPayment, ClaimId, Lockout, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
 };
 use crate::startup::AppState;
 use crate::templates::{FormField, PayPage, ReceiptPage, render};
@@ -154,7 +154,12 @@ pub async fn submit(
         }
     };
 
-    let record = match state.store.begin_payment(&digest, PAYMENT_LEASE).await? {
+    let claim = ClaimId::generate();
+    let begun = state
+        .store
+        .begin_payment(&digest, PAYMENT_LEASE, claim)
+        .await;
+    let record = match begun.inspect_err(|_| release_in_background(&state, digest, claim))? {
         BeginPayment::Claimed(record) => record,
         BeginPayment::InProgress(_) => return Err(PageError::PaymentInProgress),
         BeginPayment::Locked { until_ms } => {
@@ -199,7 +204,7 @@ pub async fn submit(
                 max_failures: state.settings.pay_max_declines,
                 duration: Duration::from_secs(state.settings.pay_lockout_seconds),
             };
-            match state.store.decline_payment(&digest, lockout).await {
+            match state.store.decline_payment(&digest, claim, lockout).await {
                 Ok(Some(_)) => tracing::warn!(
                     tokenRef = %digest.token_ref(),
                     merchantId = %record.merchant_id,
@@ -221,7 +226,7 @@ pub async fn submit(
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "payment processor failed");
-            release(&state, &digest).await;
+            release(&state, &digest, claim).await;
             Err(PageError::Unavailable)
         }
         Err(_) => {
@@ -234,11 +239,37 @@ pub async fn submit(
     }
 }
 
-async fn release(state: &AppState, digest: &TokenDigest) {
-    if let Err(e) = state.store.abandon_payment(digest).await {
-        // The lease runs out by itself; until then the link answers "payment in progress".
-        tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not release payment lease");
+/// Frees the link after a payment that did not reach the card (the processor failed).
+async fn release(state: &AppState, digest: &TokenDigest, claim: ClaimId) {
+    if let Err(e) = state.store.abandon_payment(digest, claim).await {
+        tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not release payment claim; retrying in the background");
+        release_in_background(state, *digest, claim);
     }
+}
+
+/// How long paylink keeps trying to free a claim whose fate it does not know.
+const RELEASE_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// The store failed while taking (or freeing) the claim, so the claim may be held with
+/// no payment behind it: the store may have run the step and lost only the answer, or it
+/// may still run it, late, after a pause. Left alone, the link would answer "payment in
+/// progress" until the session expires. No card was charged under this claim, and a
+/// release frees only this claim, so this keeps releasing it, backing off, until the store
+/// frees it or a minute has passed.
+fn release_in_background(state: &AppState, digest: TokenDigest, claim: ClaimId) {
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        while started.elapsed() < RELEASE_RETRY_FOR {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+            if let Ok(true) = store.abandon_payment(&digest, claim).await {
+                tracing::info!(tokenRef = %digest.token_ref(), "payment claim released after a store failure");
+                return;
+            }
+        }
+    });
 }
 
 /// Writes the approved payment. The money has moved, so this does not give up: it tries

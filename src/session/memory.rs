@@ -1,8 +1,8 @@
 //! The embedded store: one process, same behaviour as Redis, for development and tests.
 
 use super::store::{
-    BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
-    StoreError,
+    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation,
+    SessionStore, StoreError,
 };
 use super::{SessionRecord, SessionStatus, TokenDigest, now_ms};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
@@ -51,6 +51,8 @@ struct Entry {
     ended_at_ms: i64,
     keep_until_ms: i64,
     payment_lease_until_ms: i64,
+    /// The [`ClaimId`] that holds the payment lease, 0 for none.
+    payment_claim: u64,
     payments_locked_until_ms: i64,
     merchant: u32,
     currency: Currency,
@@ -68,6 +70,16 @@ impl Entry {
 
     fn payment_in_progress(&self, now: i64) -> bool {
         now < self.payment_lease_until_ms
+    }
+
+    /// Frees the payment lease if `claim` holds it; says whether it did.
+    fn release(&mut self, claim: ClaimId) -> bool {
+        let held = self.payment_claim == claim.get() && self.payment_in_progress(now_ms());
+        if self.payment_claim == claim.get() {
+            self.payment_lease_until_ms = 0;
+            self.payment_claim = 0;
+        }
+        held
     }
 }
 
@@ -218,6 +230,7 @@ impl Inner {
     fn end(&mut self, digest: &TokenDigest, ended_at_ms: i64, keep_until_ms: i64) {
         if let Some(entry) = self.sessions.get_mut(digest) {
             entry.payment_lease_until_ms = 0;
+            entry.payment_claim = 0;
             entry.ended_at_ms = ended_at_ms;
             entry.keep_until_ms = keep_until_ms;
         }
@@ -253,6 +266,7 @@ impl SessionStore for MemoryStore {
                 ended_at_ms: 0,
                 keep_until_ms: record.expires_at_ms.saturating_add(millis(retention)),
                 payment_lease_until_ms: 0,
+                payment_claim: 0,
                 payments_locked_until_ms: 0,
                 merchant,
                 currency: record.currency,
@@ -283,6 +297,7 @@ impl SessionStore for MemoryStore {
         &self,
         digest: &TokenDigest,
         lease: Duration,
+        claim: ClaimId,
     ) -> Result<BeginPayment, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
@@ -309,6 +324,7 @@ impl SessionStore for MemoryStore {
         // an abandon releases it, so an approval that could not be recorded keeps the link
         // closed.
         entry.payment_lease_until_ms = now.saturating_add(millis(lease)).max(entry.expires_at_ms);
+        entry.payment_claim = claim.get();
         Ok(BeginPayment::Claimed(record(merchants, entry)))
     }
 
@@ -342,23 +358,29 @@ impl SessionStore for MemoryStore {
         Ok(inner.record_of(digest))
     }
 
-    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
-        if let Some(entry) = self.lock().sessions.get_mut(digest) {
-            entry.payment_lease_until_ms = 0;
-        }
-        Ok(())
+    async fn abandon_payment(
+        &self,
+        digest: &TokenDigest,
+        claim: ClaimId,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .sessions
+            .get_mut(digest)
+            .is_some_and(|entry| entry.release(claim)))
     }
 
     async fn decline_payment(
         &self,
         digest: &TokenDigest,
+        claim: ClaimId,
         lockout: Lockout,
     ) -> Result<Option<i64>, StoreError> {
         let mut inner = self.lock();
         let Some(entry) = inner.sessions.get_mut(digest) else {
             return Ok(None);
         };
-        entry.payment_lease_until_ms = 0;
+        entry.release(claim);
         if lockout.max_failures == 0 {
             return Ok(None);
         }

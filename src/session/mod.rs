@@ -13,8 +13,8 @@ pub use redis::{
     spawn_expiry_watcher,
 };
 pub use store::{
-    BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
-    StoreError,
+    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation,
+    SessionStore, StoreError,
 };
 pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest};
 

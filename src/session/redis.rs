@@ -16,8 +16,8 @@
 //!   updated inside the session scripts; on a cluster (another slot) right after them.
 
 use super::store::{
-    BeginPayment, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation, SessionStore,
-    StoreError,
+    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation,
+    SessionStore, StoreError,
 };
 use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
@@ -486,7 +486,7 @@ return 1
     )
 });
 
-// KEYS: record, live, lock. ARGV: lease ms, now ms.
+// KEYS: record, live, lock. ARGV: lease ms, now ms, claim id (the lock's value).
 // Returns {0, record} not open, {1, record} in progress, {2, record} claimed,
 // {3, record} payments locked (the record's `lu` says until when).
 static BEGIN_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
@@ -505,7 +505,7 @@ end
 -- abandon releases it, so an approval that could not be recorded keeps the link closed.
 local ea = tonumber(redis.call('HGET', KEYS[1], 'ea') or '0')
 local until_ms = math.max(tonumber(ARGV[2]) + tonumber(ARGV[1]), ea)
-redis.call('SET', KEYS[3], '1', 'PXAT', string.format('%.0f', until_ms))
+redis.call('SET', KEYS[3], ARGV[3], 'PXAT', string.format('%.0f', until_ms))
 return {2, redis.call('HGETALL', KEYS[1])}
 ",
     )
@@ -546,12 +546,23 @@ return {3, redis.call('HGETALL', KEYS[1])}
     )
 });
 
-// KEYS: record, lock. ARGV: max failures (0 = no lock), lock ms, now ms.
-// Releases the lease and counts the decline; returns the lock's end when this decline set it.
+// KEYS: lock. ARGV: claim id. Deletes the lock only if this claim holds it; returns 1 if so.
+static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+",
+    )
+});
+
+// KEYS: record, lock. ARGV: max failures (0 = no lock), lock ms, now ms, claim id.
+// Releases the lease if this claim holds it and counts the decline either way; returns the
+// lock's end when this decline set it.
 static DECLINE_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 local max = tonumber(ARGV[1])
 if max == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[1], 'fa', 1) < max then return 0 end
@@ -885,9 +896,10 @@ where
         &self,
         digest: &TokenDigest,
         lease: Duration,
+        claim: ClaimId,
     ) -> Result<BeginPayment, StoreError> {
         let keys = [record_key(digest), live_key(digest), lock_key(digest)];
-        let args = vec![arg(millis(lease)), arg(super::now_ms())];
+        let args = vec![arg(millis(lease)), arg(super::now_ms()), arg(claim.get())];
         let reply: (i64, HashMap<String, String>) =
             self.script(&BEGIN_PAYMENT, &keys, args).await?;
         if reply.0 == 3 {
@@ -898,7 +910,7 @@ where
             (2, record) => {
                 // A claim a failover could forget would let a second charge in.
                 if let Err(e) = self.replicate(&keys[0]).await {
-                    let _ = self.abandon_payment(digest).await;
+                    let _ = self.abandon_payment(digest, claim).await;
                     return Err(e);
                 }
                 BeginPayment::Claimed(must_exist(record)?)
@@ -929,20 +941,21 @@ where
         parse_record(fields)
     }
 
-    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError> {
-        let key = lock_key(digest);
-        self.run(|mut conn| async move {
-            redis::cmd("DEL")
-                .arg(&key)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+    async fn abandon_payment(
+        &self,
+        digest: &TokenDigest,
+        claim: ClaimId,
+    ) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .script(&RELEASE_CLAIM, &[lock_key(digest)], vec![arg(claim.get())])
+            .await?;
+        Ok(released == 1)
     }
 
     async fn decline_payment(
         &self,
         digest: &TokenDigest,
+        claim: ClaimId,
         lockout: Lockout,
     ) -> Result<Option<i64>, StoreError> {
         let keys = [record_key(digest), lock_key(digest)];
@@ -950,6 +963,7 @@ where
             arg(lockout.max_failures),
             arg(millis(lockout.duration)),
             arg(super::now_ms()),
+            arg(claim.get()),
         ];
         let until_ms: i64 = self.script(&DECLINE_PAYMENT, &keys, args).await?;
         Ok((until_ms > 0).then_some(until_ms))

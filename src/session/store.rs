@@ -1,5 +1,6 @@
 use super::{SessionRecord, TokenDigest};
 use crate::domain::MerchantId;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// What can go wrong in a store, as the routes need to tell it apart: an unreachable or
@@ -16,11 +17,32 @@ pub enum StoreError {
     Conflict,
 }
 
+/// Names one payment attempt's claim on a link: a fresh random number per attempt, so
+/// that releasing a claim can only ever free the claim it was made for, never a later
+/// attempt's (say, after a store timeout left the first one's outcome unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimId(NonZeroU64);
+
+impl ClaimId {
+    /// A new claim id from the thread's CSPRNG (seeded by the OS); never 0.
+    pub fn generate() -> Self {
+        loop {
+            if let Some(id) = NonZeroU64::new(rand::random()) {
+                return ClaimId(id);
+            }
+        }
+    }
+
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
 /// The answer to [`SessionStore::begin_payment`].
 #[derive(Debug)]
 pub enum BeginPayment {
-    /// This caller alone may now charge the card; it must end with `complete_payment` or
-    /// `abandon_payment`.
+    /// This caller alone may now charge the card; it must end with `complete_payment`,
+    /// `decline_payment` or `abandon_payment`.
     Claimed(SessionRecord),
     /// Another payment of this link is being processed right now.
     InProgress(SessionRecord),
@@ -89,14 +111,17 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The record, open or ended, while the store keeps it. Never extends any TTL.
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// Atomically takes the link for one payment attempt. Exactly one of any number of
-    /// concurrent callers gets `Claimed`. The claim holds for `lease` and in any case until
-    /// the session's expiry: it is released only by `abandon_payment`, `decline_payment`
-    /// or `complete_payment`, never by time while the link could still be paid.
+    /// Atomically takes the link for one payment attempt, as `claim`. Exactly one of any
+    /// number of concurrent callers gets `Claimed`. The claim holds for `lease` and in any
+    /// case until the session's expiry: it is released only by `abandon_payment` or
+    /// `decline_payment` with the same `claim`, or by `complete_payment`, never by time
+    /// while the link could still be paid. After an error the claim may or may not have
+    /// been taken; `abandon_payment` with the same `claim` is then always safe.
     async fn begin_payment(
         &self,
         digest: &TokenDigest,
         lease: Duration,
+        claim: ClaimId,
     ) -> Result<BeginPayment, StoreError>;
 
     /// The processor approved the claimed payment: in one step the live session is deleted
@@ -111,17 +136,24 @@ pub trait SessionStore: Send + Sync + 'static {
         retention: Duration,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// The claimed payment did not go through (the processor failed): the link is payable
-    /// again if it is still open.
-    async fn abandon_payment(&self, digest: &TokenDigest) -> Result<(), StoreError>;
+    /// The claimed payment did not go through (the processor failed, or the claim's own
+    /// outcome is unknown): if `claim` still holds the link, it is payable again. Another
+    /// claim is left alone. Returns whether `claim` was held and is now released.
+    async fn abandon_payment(
+        &self,
+        digest: &TokenDigest,
+        claim: ClaimId,
+    ) -> Result<bool, StoreError>;
 
     /// The processor declined the claimed payment: releases the link like
-    /// `abandon_payment` and, in the same step, counts the failure. The
-    /// `lockout.max_failures`-th decline locks the link's payments for `lockout.duration`
-    /// (card testing defence); returns the end of that lock when this decline set it.
+    /// `abandon_payment` (only if `claim` holds it) and, in the same step, counts the
+    /// failure either way. The `lockout.max_failures`-th decline locks the link's payments
+    /// for `lockout.duration` (card testing defence); returns the end of that lock when
+    /// this decline set it.
     async fn decline_payment(
         &self,
         digest: &TokenDigest,
+        claim: ClaimId,
         lockout: Lockout,
     ) -> Result<Option<i64>, StoreError>;
 

@@ -175,6 +175,43 @@ async fn a_sleeping_redis_gets_503_within_the_store_timeout_and_paylink_recovers
     .await;
 }
 
+/// Redis takes the claim only after paylink gave up waiting for it (the write was held up,
+/// not lost): the payer got a 503 and no card was charged, yet the link now holds a claim
+/// nobody will finish. paylink releases that claim (and only that one) once Redis answers,
+/// so the payer's retry goes through instead of "payment in progress" until the link dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_lands_after_a_store_timeout_is_released_and_the_retry_pays() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.store_timeout_ms = 300;
+    let app = spawn_app_with(options).await;
+    // A first payment loads the scripts: a held-up script call Redis did not know yet
+    // would answer NOSCRIPT to nobody and never run.
+    let warm_up = app.create_default_session().await;
+    assert_eq!(app.pay(&warm_up.token, &valid_card()).await.status, 200);
+    let created = app.create_default_session().await;
+    redis_cli(app.redis().port, &["CLIENT", "PAUSE", "1500", "WRITE"]);
+    let first = app.pay(&created.token, &valid_card()).await;
+    assert_eq!(first.status, 503, "{}", first.text);
+    // The held-up claim runs when the pause ends; until it is released the link is busy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut statuses = Vec::new();
+    loop {
+        let status = app.pay(&created.token, &valid_card()).await.status;
+        statuses.push(status);
+        assert!(matches!(status, 200 | 409 | 503), "{statuses:?}");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retry never paid: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.approvals(), 2, "each link charged once");
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 410);
+}
+
 /// The processor approves, then Redis stops taking writes before paylink can record the
 /// payment. The payer gets the receipt (the money moved); the link stays closed (the lease);
 /// paylink records `paid` as soon as Redis takes writes again; nothing is charged twice.

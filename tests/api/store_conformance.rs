@@ -4,15 +4,17 @@ use crate::helpers::RedisServer;
 use futures_util::future::join_all;
 use paylink::domain::{Amount, Currency, MerchantId, OrderId};
 use paylink::session::{
-    BeginPayment, ExpiredSession, Lockout, MemoryStore, PaymentToken, Revocation, SessionRecord,
-    SessionStatus, SessionStore, StoreError, TokenDigest, connect_redis, now_ms,
+    BeginPayment, ClaimId, ExpiredSession, Lockout, MemoryStore, PaymentToken, Revocation,
+    SessionRecord, SessionStatus, SessionStore, StoreError, TokenDigest, connect_redis, now_ms,
 };
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 const RETENTION: Duration = Duration::from_secs(3600);
 const LEASE: Duration = Duration::from_secs(30);
+/// The claim of the tests that make one payment attempt at a time.
+static CLAIM: LazyLock<ClaimId> = LazyLock::new(ClaimId::generate);
 
 /// A store under test, with whatever keeps it alive.
 pub struct StoreUnderTest {
@@ -139,7 +141,12 @@ async fn exactly_one_of_many_concurrent_claims_wins(t: StoreUnderTest) {
     let (d, _) = open_session(t.store.as_ref(), Duration::from_secs(60)).await;
     let claims = join_all((0..16).map(|_| {
         let store = t.store.clone();
-        async move { store.begin_payment(&d, LEASE).await.unwrap() }
+        async move {
+            store
+                .begin_payment(&d, LEASE, ClaimId::generate())
+                .await
+                .unwrap()
+        }
     }))
     .await;
     let won = claims
@@ -157,7 +164,7 @@ async fn a_completed_payment_ends_the_session_for_good(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (d, _) = open_session(store, Duration::from_secs(60)).await;
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
     let paid_at = now_ms();
@@ -171,8 +178,8 @@ async fn a_completed_payment_ends_the_session_for_good(t: StoreUnderTest) {
     assert_eq!(paid.card_last4.as_deref(), Some("4242"));
     assert_eq!(store.load(&d).await.unwrap(), Some(paid.clone()));
     // Nothing makes it payable again: not a release, not another claim.
-    store.abandon_payment(&d).await.unwrap();
-    match store.begin_payment(&d, LEASE).await.unwrap() {
+    assert!(!store.abandon_payment(&d, *CLAIM).await.unwrap());
+    match store.begin_payment(&d, LEASE, *CLAIM).await.unwrap() {
         BeginPayment::NotOpen(Some(r)) => assert_eq!(r.stored_status, SessionStatus::Paid),
         other => panic!("{other:?}"),
     }
@@ -190,16 +197,16 @@ async fn an_abandoned_payment_leaves_the_link_payable(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (d, _) = open_session(store, Duration::from_secs(60)).await;
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::InProgress(_)
     ));
-    store.abandon_payment(&d).await.unwrap();
+    assert!(store.abandon_payment(&d, *CLAIM).await.unwrap());
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
 }
@@ -209,13 +216,13 @@ async fn a_claim_does_not_lapse_while_the_session_lives(t: StoreUnderTest) {
     let (d, _) = open_session(store, Duration::from_secs(60)).await;
     let short = Duration::from_millis(200);
     assert!(matches!(
-        store.begin_payment(&d, short).await.unwrap(),
+        store.begin_payment(&d, short, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
     // Long past the lease: an approval that could not be recorded must not reopen the link.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(matches!(
-        store.begin_payment(&d, short).await.unwrap(),
+        store.begin_payment(&d, short, *CLAIM).await.unwrap(),
         BeginPayment::InProgress(_)
     ));
     assert!(matches!(
@@ -226,11 +233,63 @@ async fn a_claim_does_not_lapse_while_the_session_lives(t: StoreUnderTest) {
         Revocation::PaymentInProgress(_)
     ));
     // Only an explicit release frees it.
-    store.abandon_payment(&d).await.unwrap();
+    assert!(store.abandon_payment(&d, *CLAIM).await.unwrap());
     assert!(matches!(
-        store.begin_payment(&d, short).await.unwrap(),
+        store.begin_payment(&d, short, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
+}
+
+async fn a_claim_is_released_only_by_its_own_id(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let (d, _) = open_session(store, Duration::from_secs(60)).await;
+    let (first, second) = (ClaimId::generate(), ClaimId::generate());
+    // Releasing a claim nobody took (its outcome was unknown and it never landed) is a no-op.
+    assert!(!store.abandon_payment(&d, first).await.unwrap());
+    assert!(matches!(
+        store.begin_payment(&d, LEASE, second).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    // A late release of an earlier attempt must not open the link under a live claim.
+    assert!(!store.abandon_payment(&d, first).await.unwrap());
+    assert!(matches!(
+        store.begin_payment(&d, LEASE, first).await.unwrap(),
+        BeginPayment::InProgress(_)
+    ));
+    // Nor does an earlier attempt's decline: it is counted, the claim stays.
+    let lockout = Lockout {
+        max_failures: 5,
+        duration: Duration::from_secs(60),
+    };
+    assert_eq!(
+        store.decline_payment(&d, first, lockout).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.begin_payment(&d, LEASE, first).await.unwrap(),
+        BeginPayment::InProgress(_)
+    ));
+    assert!(store.abandon_payment(&d, second).await.unwrap());
+    assert!(!store.abandon_payment(&d, second).await.unwrap());
+    assert!(matches!(
+        store.begin_payment(&d, LEASE, first).await.unwrap(),
+        BeginPayment::Claimed(_)
+    ));
+    // The earlier decline was counted: four more lock the link.
+    for _ in 0..3 {
+        assert_eq!(
+            store.decline_payment(&d, first, lockout).await.unwrap(),
+            None
+        );
+        store.begin_payment(&d, LEASE, first).await.unwrap();
+    }
+    assert!(
+        store
+            .decline_payment(&d, first, lockout)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn only_the_owner_can_revoke_and_only_once(t: StoreUnderTest) {
@@ -270,7 +329,7 @@ async fn only_the_owner_can_revoke_and_only_once(t: StoreUnderTest) {
         Revocation::NotOpen(_)
     ));
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::NotOpen(Some(_))
     ));
 }
@@ -279,7 +338,7 @@ async fn a_payment_in_flight_cannot_be_revoked(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (d, _) = open_session(store, Duration::from_secs(60)).await;
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
     assert!(matches!(
@@ -302,15 +361,15 @@ async fn a_session_expires_on_time_and_is_reported_once(mut t: StoreUnderTest) {
     let (d, _) = open_session(store.as_ref(), Duration::from_millis(1000)).await;
     assert!(matches!(
         store
-            .begin_payment(&d, Duration::from_millis(1))
+            .begin_payment(&d, Duration::from_millis(1), *CLAIM)
             .await
             .unwrap(),
         BeginPayment::Claimed(_)
     ));
-    store.abandon_payment(&d).await.unwrap();
+    assert!(store.abandon_payment(&d, *CLAIM).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::NotOpen(Some(_))
     ));
     let loaded = store.load(&d).await.unwrap().unwrap();
@@ -342,7 +401,7 @@ async fn reads_do_not_extend_the_expiry(t: StoreUnderTest) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::NotOpen(_)
     ));
 }
@@ -358,7 +417,7 @@ async fn outcome_records_are_forgotten_after_retention(t: StoreUnderTest) {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(store.load(&d).await.unwrap(), None);
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::NotOpen(None)
     ));
 }
@@ -399,7 +458,7 @@ async fn active_sessions_count_open_links_only_and_follow_expiry_unasked(t: Stor
     r.merchant_id = globex.clone();
     store.create(&d, &r, RETENTION).await.unwrap();
     assert_eq!(store.active_sessions(&both).await.unwrap(), [6, 1, 0]);
-    store.begin_payment(&long[0], LEASE).await.unwrap();
+    store.begin_payment(&long[0], LEASE, *CLAIM).await.unwrap();
     store
         .complete_payment(&long[0], &acme, now_ms(), "4242", RETENTION)
         .await
@@ -432,26 +491,29 @@ async fn repeated_declines_lock_payments_until_the_lock_ends(t: StoreUnderTest) 
         duration: Duration::from_millis(500),
     };
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
-    assert_eq!(store.decline_payment(&d, lockout).await.unwrap(), None);
+    assert_eq!(
+        store.decline_payment(&d, *CLAIM, lockout).await.unwrap(),
+        None
+    );
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
     let until = store
-        .decline_payment(&d, lockout)
+        .decline_payment(&d, *CLAIM, lockout)
         .await
         .unwrap()
         .expect("locked");
     assert!(until > now_ms());
     assert!(
-        matches!(store.begin_payment(&d, LEASE).await.unwrap(), BeginPayment::Locked { until_ms } if until_ms == until)
+        matches!(store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(), BeginPayment::Locked { until_ms } if until_ms == until)
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(matches!(
-        store.begin_payment(&d, LEASE).await.unwrap(),
+        store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
         BeginPayment::Claimed(_)
     ));
     // With the lock off, declines only release the link.
@@ -460,9 +522,9 @@ async fn repeated_declines_lock_payments_until_the_lock_ends(t: StoreUnderTest) 
         duration: Duration::from_secs(60),
     };
     for _ in 0..5 {
-        assert_eq!(store.decline_payment(&d, off).await.unwrap(), None);
+        assert_eq!(store.decline_payment(&d, *CLAIM, off).await.unwrap(), None);
         assert!(matches!(
-            store.begin_payment(&d, LEASE).await.unwrap(),
+            store.begin_payment(&d, LEASE, *CLAIM).await.unwrap(),
             BeginPayment::Claimed(_)
         ));
     }
@@ -479,6 +541,7 @@ conformance!(
     a_completed_payment_ends_the_session_for_good,
     an_abandoned_payment_leaves_the_link_payable,
     a_claim_does_not_lapse_while_the_session_lives,
+    a_claim_is_released_only_by_its_own_id,
     only_the_owner_can_revoke_and_only_once,
     a_payment_in_flight_cannot_be_revoked,
     a_session_expires_on_time_and_is_reported_once,
