@@ -248,6 +248,16 @@ impl SessionStore for TimedStore {
             .await
     }
 
+    async fn hit_rate_limit_and_load(
+        &self,
+        key: &str,
+        window: Duration,
+        digest: &TokenDigest,
+    ) -> Result<(Option<RateLimitHit>, Option<SessionRecord>), StoreError> {
+        let call = self.inner.hit_rate_limit_and_load(key, window, digest);
+        self.time("rate_limit_and_load", call).await
+    }
+
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {
         self.time("active_sessions", self.inner.active_sessions(merchants))
             .await

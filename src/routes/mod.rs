@@ -6,6 +6,7 @@ pub mod merchant_api;
 pub mod openapi;
 pub mod pay;
 
+use crate::session::RateLimitHit;
 use crate::startup::AppState;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
@@ -28,8 +29,21 @@ pub(crate) async fn rate_limit(
     if limit == 0 {
         return Ok(());
     }
-    match state.store.hit_rate_limit(&bucket(), RATE_WINDOW).await {
-        Ok(hit) if hit.count > limit => Err(hit.resets_in),
+    over_limit(
+        state
+            .store
+            .hit_rate_limit(&bucket(), RATE_WINDOW)
+            .await
+            .ok(),
+        limit,
+    )
+}
+
+/// `Err` with how long to wait when `hit` went over `limit`; a hit the store could not
+/// count (`None`) lets the request through.
+pub(crate) fn over_limit(hit: Option<RateLimitHit>, limit: u64) -> Result<(), Duration> {
+    match hit {
+        Some(hit) if hit.count > limit => Err(hit.resets_in),
         _ => Ok(()),
     }
 }

@@ -1,6 +1,8 @@
 //! The payer's pages: `GET /pay/{token}` shows an open link, `POST /pay/{token}` pays it.
 
-use super::{BodyError, client_ip, clock_time, date_time, rate_limit, read_body};
+use super::{
+    BodyError, RATE_WINDOW, client_ip, clock_time, date_time, over_limit, rate_limit, read_body,
+};
 use crate::domain::{CardDetails, CardError};
 use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
@@ -72,15 +74,37 @@ fn pay_page(
 }
 
 async fn limit_pay(state: &AppState, req: &HttpRequest, kind: &str) -> Result<(), PageError> {
-    let bucket = || {
-        format!(
-            "pay:{kind}:{}",
-            client_ip(req, &state.settings.trusted_proxies)
-        )
-    };
+    let bucket = || pay_bucket(state, req, kind);
     rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute)
         .await
         .map_err(|retry_after| PageError::RateLimited { retry_after })
+}
+
+fn pay_bucket(state: &AppState, req: &HttpRequest, kind: &str) -> String {
+    format!(
+        "pay:{kind}:{}",
+        client_ip(req, &state.settings.trusted_proxies)
+    )
+}
+
+/// The record behind a page view, with the view counted against the client's limit when
+/// there is one: both in one store round trip.
+async fn load_for_view(
+    state: &AppState,
+    req: &HttpRequest,
+    digest: &TokenDigest,
+) -> Result<Option<SessionRecord>, PageError> {
+    let limit = state.settings.pay_rate_limit_per_minute;
+    if limit == 0 {
+        return Ok(state.store.load(digest).await?);
+    }
+    let bucket = pay_bucket(state, req, "view");
+    let (hit, record) = state
+        .store
+        .hit_rate_limit_and_load(&bucket, RATE_WINDOW, digest)
+        .await?;
+    over_limit(hit, limit).map_err(|retry_after| PageError::RateLimited { retry_after })?;
+    Ok(record)
 }
 
 /// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise. No span
@@ -91,10 +115,8 @@ pub async fn show(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let token = parse_token(&path)?;
-    limit_pay(&state, &req, "view").await?;
     let digest = token.digest();
-    let record = state.store.load(&digest).await?;
-    match record {
+    match load_for_view(&state, &req, &digest).await? {
         Some(record) if record.status_at(now_ms()) == SessionStatus::Open => {
             state
                 .lifecycle

@@ -585,17 +585,25 @@ return redis.call('HGETALL', KEYS[1])
     )
 });
 
-// KEYS: counter. ARGV: window ms. Returns {count, ms left}.
-static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+// Counts one hit on the fixed-window counter KEYS[1] (window ARGV[1] ms) into `n` and the
+// window's time left into `left`; the start of both rate-limit scripts.
+const COUNT_HIT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local left = redis.call('PTTL', KEYS[1])
 if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
-return {n, left}
-",
-    )
+";
+
+// KEYS: counter. ARGV: window ms. Returns {count, ms left}.
+static RATE_LIMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{COUNT_HIT}return {{n, left}}\n")));
+
+// KEYS: counter, record. ARGV: window ms, then the record fields to read.
+// Returns {count, ms left, {the fields' values}}.
+static RATE_LIMIT_AND_LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{COUNT_HIT}return {{n, left, redis.call('HMGET', KEYS[2], unpack(ARGV, 2))}}\n"
+    ))
 });
 
 impl<C> RedisStore<C>
@@ -1018,6 +1026,29 @@ where
             count,
             resets_in: Duration::from_millis(left),
         })
+    }
+
+    async fn hit_rate_limit_and_load(
+        &self,
+        key: &str,
+        window: Duration,
+        digest: &TokenDigest,
+    ) -> Result<(Option<RateLimitHit>, Option<SessionRecord>), StoreError> {
+        if self.cluster {
+            // The counter and the record live in different slots: no one script for both.
+            let (hit, record) = tokio::join!(self.hit_rate_limit(key, window), self.load(digest));
+            return Ok((hit.ok(), record?));
+        }
+        let keys = [format!("pl:rl:{key}"), record_key(digest)];
+        let mut args = vec![arg(millis(window))];
+        args.extend(RECORD_FIELDS.iter().map(|f| f.as_bytes().to_vec()));
+        let (count, left, fields): (u64, u64, Value) =
+            self.script(&RATE_LIMIT_AND_LOAD, &keys, args).await?;
+        let hit = RateLimitHit {
+            count,
+            resets_in: Duration::from_millis(left),
+        };
+        Ok((Some(hit), parse_record_fields(&fields)?))
     }
 
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {

@@ -177,6 +177,19 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn hit_rate_limit(&self, key: &str, window: Duration)
     -> Result<RateLimitHit, StoreError>;
 
+    /// `hit_rate_limit` and then `load`, in one round trip where the backend can: a rate
+    /// limited page view then costs the store no more than an unlimited one. The hit is
+    /// `None` when only the counting failed (a limit that cannot count lets traffic through).
+    async fn hit_rate_limit_and_load(
+        &self,
+        key: &str,
+        window: Duration,
+        digest: &TokenDigest,
+    ) -> Result<(Option<RateLimitHit>, Option<SessionRecord>), StoreError> {
+        let hit = self.hit_rate_limit(key, window).await.ok();
+        Ok((hit, self.load(digest).await?))
+    }
+
     /// How many sessions are open (payable) now for each of `merchants`, in that order.
     /// Exact even for sessions that expired with nobody asking; never scans the keyspace.
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError>;

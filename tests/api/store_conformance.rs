@@ -441,6 +441,46 @@ async fn rate_limit_counters_count_per_key_and_reset(t: StoreUnderTest) {
     );
 }
 
+async fn a_counted_load_counts_like_a_hit_and_reads_like_a_load(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let window = Duration::from_secs(60);
+    let (d, r) = open_session(store, Duration::from_secs(60)).await;
+    assert_eq!(
+        store.hit_rate_limit("view:a", window).await.unwrap().count,
+        1
+    );
+    let (hit, record) = store
+        .hit_rate_limit_and_load("view:a", window, &d)
+        .await
+        .unwrap();
+    let hit = hit.expect("counted");
+    assert_eq!(hit.count, 2);
+    assert!(hit.resets_in <= window && hit.resets_in > Duration::ZERO);
+    assert_eq!(record, Some(r));
+    // An unknown digest is counted all the same, and reads as nothing.
+    let (hit, record) = store
+        .hit_rate_limit_and_load("view:a", window, &digest())
+        .await
+        .unwrap();
+    assert_eq!(hit.map(|h| h.count), Some(3));
+    assert_eq!(record, None);
+    assert_eq!(
+        store.hit_rate_limit("view:a", window).await.unwrap().count,
+        4
+    );
+    // Ended sessions read back as they are.
+    store
+        .revoke(&d, &merchant("acme"), now_ms(), RETENTION)
+        .await
+        .unwrap();
+    let (_, record) = store
+        .hit_rate_limit_and_load("view:b", window, &d)
+        .await
+        .unwrap();
+    assert_eq!(record, store.load(&d).await.unwrap());
+    assert_eq!(record.unwrap().stored_status, SessionStatus::Revoked);
+}
+
 async fn active_sessions_count_open_links_only_and_follow_expiry_unasked(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (acme, globex) = (merchant("acme"), merchant("globex"));
@@ -548,6 +588,7 @@ conformance!(
     reads_do_not_extend_the_expiry,
     outcome_records_are_forgotten_after_retention,
     rate_limit_counters_count_per_key_and_reset,
+    a_counted_load_counts_like_a_hit_and_reads_like_a_load,
     active_sessions_count_open_links_only_and_follow_expiry_unasked,
     repeated_declines_lock_payments_until_the_lock_ends,
     the_store_answers_a_ping,
