@@ -92,14 +92,14 @@ impl Lifecycle {
     /// request id from the current span), counts it, and remembers it.
     pub fn emit(&self, event: LifecycleEvent, record: &SessionRecord, digest: &TokenDigest) {
         let token_ref = digest.token_ref();
+        // Every value a plain `&str`: written as it is, without a trip through `fmt`.
         tracing::info!(
             target: "paylink::lifecycle",
             event = event.name(),
-            merchantId = %record.merchant_id,
-            orderId = %record.order_id,
-            tokenRef = %token_ref,
-            "{}",
-            event.name()
+            merchantId = record.merchant_id.as_ref(),
+            orderId = record.order_id.as_ref(),
+            tokenRef = token_ref.as_str(),
+            message = event.name(),
         );
         self.metrics
             .lifecycle

@@ -12,7 +12,7 @@ use crate::session::{
     ExpiredSession, MemoryStore, RedisStore, SessionStore, connect_redis,
     spawn_cluster_expiry_watcher, spawn_expiry_catch_up, spawn_expiry_watcher,
 };
-use crate::telemetry::RedactedRootSpan;
+use crate::telemetry::{RedactedRootSpan, route_pattern};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -246,9 +246,7 @@ async fn track_latency(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = std::time::Instant::now();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = route_pattern(&req);
     let method = req.method().as_str().to_owned();
     let metrics = req
         .app_data::<web::Data<AppState>>()
