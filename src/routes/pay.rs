@@ -3,6 +3,7 @@
 use super::{
     BodyError, RATE_WINDOW, client_ip, clock_time, date_time, over_limit, rate_limit, read_body,
 };
+use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{CardDetails, CardError};
 use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
@@ -176,7 +177,10 @@ pub async fn submit(
         }
     };
 
-    let claim = ClaimId::generate();
+    let claim = ClaimId::generate().map_err(|e| {
+        tracing::error!(error = %e, "no payment claim id could be drawn");
+        PageError::Internal
+    })?;
     let begun = state
         .store
         .begin_payment(&digest, PAYMENT_LEASE, claim)
@@ -235,7 +239,9 @@ pub async fn submit(
                 ),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not record a decline")
+                    // Not counted, perhaps; but the claim must not keep the link closed.
+                    tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not record a decline");
+                    release_in_background(&state, digest, claim);
                 }
             }
             Ok(pay_page(
@@ -269,15 +275,16 @@ async fn release(state: &AppState, digest: &TokenDigest, claim: ClaimId) {
     }
 }
 
-/// How long paylink keeps trying to free a claim whose fate it does not know.
-const RELEASE_RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long paylink keeps trying to free a claim whose fate it does not know: as long as
+/// such a claim can hold (the lease, or the longest a session lives).
+const RELEASE_RETRY_FOR: Duration = Duration::from_secs(PAYMENT_LEASE.as_secs() + MAX_TTL_SECONDS);
 
 /// The store failed while taking (or freeing) the claim, so the claim may be held with
 /// no payment behind it: the store may have run the step and lost only the answer, or it
 /// may still run it, late, after a pause. Left alone, the link would answer "payment in
 /// progress" until the session expires. No card was charged under this claim, and a
 /// release frees only this claim, so this keeps releasing it, backing off, until the store
-/// frees it or a minute has passed.
+/// frees it or the claim could no longer be holding the link.
 fn release_in_background(state: &AppState, digest: TokenDigest, claim: ClaimId) {
     let store = state.store.clone();
     tokio::spawn(async move {
@@ -285,12 +292,16 @@ fn release_in_background(state: &AppState, digest: TokenDigest, claim: ClaimId) 
         let mut wait = Duration::from_millis(100);
         while started.elapsed() < RELEASE_RETRY_FOR {
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
+            wait = (wait * 2).min(Duration::from_secs(30));
             if let Ok(true) = store.abandon_payment(&digest, claim).await {
                 tracing::info!(tokenRef = %digest.token_ref(), "payment claim released after a store failure");
                 return;
             }
         }
+        tracing::warn!(
+            tokenRef = %digest.token_ref(),
+            "gave up releasing a payment claim after a store failure: if it ever landed, the link answers 409 until it expires"
+        );
     });
 }
 

@@ -599,10 +599,20 @@ static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{COUNT_HIT}return {{n, left}}\n")));
 
 // KEYS: counter, record. ARGV: window ms, then the record fields to read.
-// Returns {count, ms left, {the fields' values}}.
+// Returns {count, ms left, {the fields' values}}, count 0 when the counter could not be
+// written (Redis out of memory, a read-only replica): a limit that cannot count lets the
+// view through, and the read still answers.
 static RATE_LIMIT_AND_LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{COUNT_HIT}return {{n, left, redis.call('HMGET', KEYS[2], unpack(ARGV, 2))}}\n"
+        r"
+local fields = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
+local counted, hit = pcall(function()
+{COUNT_HIT}
+  return {{n, left}}
+end)
+if not counted then return {{0, 0, fields}} end
+return {{hit[1], hit[2], fields}}
+"
     ))
 });
 
@@ -1044,11 +1054,11 @@ where
         args.extend(RECORD_FIELDS.iter().map(|f| f.as_bytes().to_vec()));
         let (count, left, fields): (u64, u64, Value) =
             self.script(&RATE_LIMIT_AND_LOAD, &keys, args).await?;
-        let hit = RateLimitHit {
+        let hit = (count > 0).then(|| RateLimitHit {
             count,
             resets_in: Duration::from_millis(left),
-        };
-        Ok((Some(hit), parse_record_fields(&fields)?))
+        });
+        Ok((hit, parse_record_fields(&fields)?))
     }
 
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {

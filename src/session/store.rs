@@ -1,5 +1,6 @@
-use super::{SessionRecord, TokenDigest};
+use super::{RandomnessUnavailable, SessionRecord, TokenDigest};
 use crate::domain::MerchantId;
+use rand::TryRng;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
@@ -24,11 +25,14 @@ pub enum StoreError {
 pub struct ClaimId(NonZeroU64);
 
 impl ClaimId {
-    /// A new claim id from the thread's CSPRNG (seeded by the OS); never 0.
-    pub fn generate() -> Self {
+    /// A new claim id from the OS generator; never 0.
+    pub fn generate() -> Result<Self, RandomnessUnavailable> {
         loop {
-            if let Some(id) = NonZeroU64::new(rand::random()) {
-                return ClaimId(id);
+            let drawn = rand::rngs::SysRng
+                .try_next_u64()
+                .map_err(|_| RandomnessUnavailable)?;
+            if let Some(id) = NonZeroU64::new(drawn) {
+                return Ok(ClaimId(id));
             }
         }
     }

@@ -123,6 +123,32 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
 
 // ---- store faults ----------------------------------------------------------------------
 
+/// A Redis that refuses writes (out of memory under `noeviction`) cannot count views, but
+/// can still answer reads: the payer sees the page, as a limit that cannot count lets
+/// traffic through, even though the count and the read are one script call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_still_serves_the_pay_page_with_rate_limits_on() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.pay_rate_limit = 1_000;
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    assert_eq!(app.get_pay_page(&created.token).await.status, 200);
+    redis_cli(
+        app.redis().port,
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    );
+    redis_cli(app.redis().port, &["CONFIG", "SET", "maxmemory", "1"]);
+    let page = app.get_pay_page(&created.token).await;
+    let refused = app
+        .post_session(&json!({"orderId": "ord_oom", "amount": 100, "currency": "USD"}))
+        .await;
+    redis_cli(app.redis().port, &["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("Complete your payment"));
+    // Writes really were refused meanwhile.
+    assert_eq!(refused.status, 503, "{}", refused.text);
+}
+
 async fn assert_unavailable_within(app: &crate::helpers::TestApp, token: &str, limit: Duration) {
     let started = Instant::now();
     let page = app.get_pay_page(token).await;

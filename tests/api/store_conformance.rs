@@ -14,7 +14,11 @@ use tokio::sync::mpsc;
 const RETENTION: Duration = Duration::from_secs(3600);
 const LEASE: Duration = Duration::from_secs(30);
 /// The claim of the tests that make one payment attempt at a time.
-static CLAIM: LazyLock<ClaimId> = LazyLock::new(ClaimId::generate);
+static CLAIM: LazyLock<ClaimId> = LazyLock::new(claim);
+
+fn claim() -> ClaimId {
+    ClaimId::generate().expect("the OS generator works")
+}
 
 /// A store under test, with whatever keeps it alive.
 pub struct StoreUnderTest {
@@ -141,12 +145,7 @@ async fn exactly_one_of_many_concurrent_claims_wins(t: StoreUnderTest) {
     let (d, _) = open_session(t.store.as_ref(), Duration::from_secs(60)).await;
     let claims = join_all((0..16).map(|_| {
         let store = t.store.clone();
-        async move {
-            store
-                .begin_payment(&d, LEASE, ClaimId::generate())
-                .await
-                .unwrap()
-        }
+        async move { store.begin_payment(&d, LEASE, claim()).await.unwrap() }
     }))
     .await;
     let won = claims
@@ -243,7 +242,7 @@ async fn a_claim_does_not_lapse_while_the_session_lives(t: StoreUnderTest) {
 async fn a_claim_is_released_only_by_its_own_id(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (d, _) = open_session(store, Duration::from_secs(60)).await;
-    let (first, second) = (ClaimId::generate(), ClaimId::generate());
+    let (first, second) = (claim(), claim());
     // Releasing a claim nobody took (its outcome was unknown and it never landed) is a no-op.
     assert!(!store.abandon_payment(&d, first).await.unwrap());
     assert!(matches!(
