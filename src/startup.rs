@@ -9,7 +9,7 @@ use crate::metrics::{Metrics, TimedStore};
 use crate::payments::{PaymentProcessor, TestProcessor};
 use crate::routes::{admin, health, merchant_api, openapi, pay};
 use crate::session::{
-    ExpiredSession, MemoryStore, RedisStore, SessionStore, connect_redis,
+    ExpiredSession, LazyClusterConnection, MemoryStore, RedisStore, SessionStore, connect_redis,
     spawn_cluster_expiry_watcher, spawn_expiry_catch_up, spawn_expiry_watcher,
 };
 use crate::telemetry::{RedactedRootSpan, route_pattern};
@@ -212,7 +212,7 @@ async fn build_store(
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .build()?;
-            let conn = client.get_async_connection().await?;
+            let conn = LazyClusterConnection::new(client);
             let store = RedisStore::new_cluster(conn, timeout)
                 .with_wait_replicas(settings.redis_wait_replicas);
             spawn_cluster_expiry_watcher(nodes, store.clone(), expired.clone());

@@ -9,8 +9,8 @@ mod token;
 pub use memory::MemoryStore;
 pub use record::{SessionRecord, SessionStatus};
 pub use redis::{
-    RedisStore, connect_redis, spawn_cluster_expiry_watcher, spawn_expiry_catch_up,
-    spawn_expiry_watcher,
+    LazyClusterConnection, RedisStore, connect_redis, spawn_cluster_expiry_watcher,
+    spawn_expiry_catch_up, spawn_expiry_watcher,
 };
 pub use store::{
     BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation,

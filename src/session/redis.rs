@@ -82,6 +82,65 @@ impl RedisConnection for redis::cluster_async::ClusterConnection {
     }
 }
 
+/// A Redis Cluster connection opened on first use, and tried again on the next command
+/// after an attempt fails: paylink starts while the cluster cannot be reached, answers 503
+/// meanwhile (the readiness probe says so), and serves as soon as the cluster answers.
+#[derive(Clone)]
+pub struct LazyClusterConnection {
+    client: Arc<redis::cluster::ClusterClient>,
+    conn: Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>,
+}
+
+impl LazyClusterConnection {
+    pub fn new(client: redis::cluster::ClusterClient) -> Self {
+        LazyClusterConnection {
+            client: Arc::new(client),
+            conn: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+impl ConnectionLike for LazyClusterConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        Box::pin(async move { self.connection().await?.req_packed_command(cmd).await })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            conn.req_packed_commands(pipeline, offset, count).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+impl RedisConnection for LazyClusterConnection {
+    async fn wait_for_replicas(
+        &self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        let conn = self.connection().await?;
+        conn.wait_for_replicas(key, replicas, timeout).await
+    }
+}
+
 /// Redis-backed sessions over any async connection: a connection manager for a standalone
 /// server, a cluster connection for Redis Cluster.
 #[derive(Clone)]

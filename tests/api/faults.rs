@@ -1,7 +1,8 @@
 //! Redis going away and coming back, and what a dump of Redis shows.
 
 use crate::helpers::{
-    AppOptions, Backend, RedisServer, card, eventually, spawn_app, spawn_app_with, valid_card,
+    AppOptions, Backend, RedisCluster, RedisServer, card, eventually, spawn_app, spawn_app_with,
+    valid_card,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -39,11 +40,56 @@ async fn redis_down_is_503_never_410_or_500_and_paylink_recovers_when_it_returns
         app.get("/readyz").await.status == 200
     })
     .await;
-    // The restarted server kept nothing (no persistence here): the old link is gone, new ones work.
+    // The restarted server kept nothing (no persistence here): the old link is gone, new ones
+    // work. Each worker thread's connection comes back on its own, so allow it a moment.
+    eventually(Duration::from_secs(10), "creating works again", || async {
+        app.post_session(&json!({"orderId": "o2", "amount": 1, "currency": "USD"}))
+            .await
+            .status
+            == 201
+    })
+    .await;
     let fresh = app.create_default_session().await;
     assert_eq!(app.get_pay_page(&fresh.token).await.status, 200);
     assert_eq!(app.pay(&fresh.token, &valid_card()).await.status, 200);
     assert_eq!(app.approvals(), 1);
+}
+
+/// paylink started while its Redis Cluster is down starts all the same, answers 503 (and
+/// not ready) meanwhile, and serves as soon as the cluster is back, with no restart: no
+/// start-up order for an operator to get right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paylink_starts_before_its_redis_cluster_and_serves_once_the_cluster_is_up() {
+    let cluster = RedisCluster::start(3, 0);
+    for node in &cluster.nodes {
+        node.kill();
+    }
+    let mut options = AppOptions::new(Backend::Cluster);
+    options.cluster = Some(cluster);
+    options.store_timeout_ms = 500;
+    let mut app = spawn_app_with(options).await;
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/readyz").await.status, 503);
+    let create = app
+        .post_session(&json!({"orderId": "o", "amount": 1, "currency": "USD"}))
+        .await;
+    assert_eq!(create.status, 503, "{}", create.text);
+    assert_eq!(create.error_code(), "store_unavailable");
+
+    for node in &app.cluster_mut().nodes {
+        node.restart();
+    }
+    app.cluster_mut().wait_until_ok();
+    eventually(
+        Duration::from_secs(15),
+        "readyz once the cluster is up",
+        || async { app.get("/readyz").await.status == 200 },
+    )
+    .await;
+    let created = app.create_default_session().await;
+    assert_eq!(app.get_pay_page(&created.token).await.status, 200);
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
+    assert_eq!(app.get_pay_page(&created.token).await.status, 410);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
