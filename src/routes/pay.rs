@@ -74,18 +74,17 @@ fn pay_page(
     render(status, &page)
 }
 
-async fn limit_pay(state: &AppState, req: &HttpRequest, kind: &str) -> Result<(), PageError> {
-    let bucket = || pay_bucket(state, req, kind);
+/// Counts one request to `/pay/*` against the client's limit (`PAYLINK_PAY_RATE_LIMIT_PER_MINUTE`
+/// requests per client IP per minute, whatever the method, token or outcome).
+async fn limit_pay(state: &AppState, req: &HttpRequest) -> Result<(), PageError> {
+    let bucket = || pay_bucket(state, req);
     rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute)
         .await
         .map_err(|retry_after| PageError::RateLimited { retry_after })
 }
 
-fn pay_bucket(state: &AppState, req: &HttpRequest, kind: &str) -> String {
-    format!(
-        "pay:{kind}:{}",
-        client_ip(req, &state.settings.trusted_proxies)
-    )
+fn pay_bucket(state: &AppState, req: &HttpRequest) -> String {
+    format!("pay:{}", client_ip(req, &state.settings.trusted_proxies))
 }
 
 /// The record behind a page view, with the view counted against the client's limit when
@@ -99,7 +98,7 @@ async fn load_for_view(
     if limit == 0 {
         return Ok(state.store.load(digest).await?);
     }
-    let bucket = pay_bucket(state, req, "view");
+    let bucket = pay_bucket(state, req);
     let (hit, record) = state
         .store
         .hit_rate_limit_and_load(&bucket, RATE_WINDOW, digest)
@@ -115,7 +114,12 @@ pub async fn show(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let token = parse_token(&path)?;
+    let Ok(token) = PaymentToken::parse(&path) else {
+        limit_pay(&state, &req).await?;
+        return Err(PageError::Gone {
+            already_paid: false,
+        });
+    };
     let digest = token.digest();
     match load_for_view(&state, &req, &digest).await? {
         Some(record) if record.status_at(now_ms()) == SessionStatus::Open => {
@@ -137,8 +141,8 @@ pub async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
+    limit_pay(&state, &req).await?;
     let token = parse_token(&path)?;
-    limit_pay(&state, &req, "attempt").await?;
     let digest = token.digest();
     let body = read_body(payload, MAX_FORM_BYTES)
         .await
@@ -383,13 +387,21 @@ fn receipt(state: &AppState, record: &SessionRecord, paid_at: i64, last4: &str) 
 
 /// Anything under `/pay/` that is not `/pay/{token}` (`/pay/`, `/pay/<token>/x`): a
 /// malformed link, gone without asking the store.
-pub async fn malformed_link() -> Result<HttpResponse, PageError> {
+pub async fn malformed_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    limit_pay(&state, &req).await?;
     Err(PageError::Gone {
         already_paid: false,
     })
 }
 
 /// Any other method on `/pay/{token}`.
-pub async fn method_not_allowed() -> Result<HttpResponse, PageError> {
+pub async fn method_not_allowed(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    limit_pay(&state, &req).await?;
     Err(PageError::MethodNotAllowed)
 }

@@ -302,8 +302,24 @@ async fn the_pay_rate_limit_answers_429_with_retry_after(backend: Backend) {
     assert_eq!(limited.status, 429);
     assert!(limited.header("retry-after").is_some());
     assert_security_headers(&limited, "429 page");
-    // Payment attempts are counted apart from views.
-    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
+    // One budget for every request to /pay/*: payment attempts, malformed links and
+    // unknown tokens count against it too, and are refused once it is spent.
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 429);
+    assert_eq!(app.get_pay_page("not-a-token").await.status, 429);
+    assert_eq!(app.get("/pay/a/b").await.status, 429);
+    assert_eq!(app.approvals(), 0);
+
+    let fresh = spawn_app_with({
+        let mut options = AppOptions::new(backend);
+        options.pay_rate_limit = 3;
+        options
+    })
+    .await;
+    let created = fresh.create_default_session().await;
+    assert_eq!(fresh.get_pay_page("not-a-token").await.status, 410);
+    assert_eq!(fresh.get_pay_page(&"f".repeat(64)).await.status, 410);
+    assert_eq!(fresh.pay(&created.token, &valid_card()).await.status, 200);
+    assert_eq!(fresh.get_pay_page(&created.token).await.status, 429);
 }
 
 async fn every_html_error_page_carries_the_security_headers(backend: Backend) {
