@@ -75,7 +75,9 @@ fn pay_page(
 }
 
 /// Counts one request to `/pay/*` against the client's limit (`PAYLINK_PAY_RATE_LIMIT_PER_MINUTE`
-/// requests per client IP per minute, whatever the method, token or outcome).
+/// requests per client IP per minute, views and payment attempts alike). A malformed link is
+/// not counted: the contract says the store is not consulted for one, and the counter lives
+/// in the store; it is answered 410 without touching anything.
 async fn limit_pay(state: &AppState, req: &HttpRequest) -> Result<(), PageError> {
     let bucket = || pay_bucket(state, req);
     rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute)
@@ -114,12 +116,7 @@ pub async fn show(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let Ok(token) = PaymentToken::parse(&path) else {
-        limit_pay(&state, &req).await?;
-        return Err(PageError::Gone {
-            already_paid: false,
-        });
-    };
+    let token = parse_token(&path)?;
     let digest = token.digest();
     match load_for_view(&state, &req, &digest).await? {
         Some(record) if record.status_at(now_ms()) == SessionStatus::Open => {
@@ -141,8 +138,8 @@ pub async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    limit_pay(&state, &req).await?;
     let token = parse_token(&path)?;
+    limit_pay(&state, &req).await?;
     let digest = token.digest();
     let body = read_body(payload, MAX_FORM_BYTES)
         .await
@@ -387,21 +384,13 @@ fn receipt(state: &AppState, record: &SessionRecord, paid_at: i64, last4: &str) 
 
 /// Anything under `/pay/` that is not `/pay/{token}` (`/pay/`, `/pay/<token>/x`): a
 /// malformed link, gone without asking the store.
-pub async fn malformed_link(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, PageError> {
-    limit_pay(&state, &req).await?;
+pub async fn malformed_link() -> Result<HttpResponse, PageError> {
     Err(PageError::Gone {
         already_paid: false,
     })
 }
 
 /// Any other method on `/pay/{token}`.
-pub async fn method_not_allowed(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, PageError> {
-    limit_pay(&state, &req).await?;
+pub async fn method_not_allowed() -> Result<HttpResponse, PageError> {
     Err(PageError::MethodNotAllowed)
 }

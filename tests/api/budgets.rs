@@ -272,6 +272,14 @@ async fn rate_limiting_costs_a_view_nothing_and_a_payment_one_more_round_trip() 
         })
         .await;
     assert_eq!(gone.round_trips(), 1, "{}", gone.describe());
+    // The contract: the store is not consulted for a malformed token, rate limit or not.
+    let malformed = probe
+        .measure("GET /pay malformed token, rate limit on", async {
+            assert_eq!(app.get_pay_page("not-a-token").await.status, 410);
+            assert_eq!(app.get("/pay/a/b").await.status, 410);
+        })
+        .await;
+    assert_eq!(malformed.round_trips(), 0, "{}", malformed.describe());
     let pay = probe
         .measure("POST /pay approved, rate limit on", async {
             assert_eq!(app.pay(&link.token, &valid_card()).await.status, 200);
