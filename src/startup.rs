@@ -212,7 +212,7 @@ async fn build_store(
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .build()?;
-            let conn = LazyClusterConnection::new(client);
+            let conn = LazyClusterConnection::connect(client).await;
             let store = RedisStore::new_cluster(conn, timeout)
                 .with_wait_replicas(settings.redis_wait_replicas);
             spawn_cluster_expiry_watcher(nodes, store.clone(), expired.clone());

@@ -82,34 +82,61 @@ impl RedisConnection for redis::cluster_async::ClusterConnection {
     }
 }
 
-/// A Redis Cluster connection opened on first use, and tried again on the next command
-/// after an attempt fails: paylink starts while the cluster cannot be reached, answers 503
-/// meanwhile (the readiness probe says so), and serves as soon as the cluster answers.
+/// A Redis Cluster connection that need not exist when paylink starts. [`Self::connect`]
+/// tries once (as long as the client's own timeouts let it); if the cluster cannot be
+/// reached, paylink starts all the same and one background task keeps trying, backing off,
+/// while every command fails at once (503, and `/readyz` says not ready). No request ever
+/// waits on a connect attempt. Once open, the connection repairs itself.
 #[derive(Clone)]
 pub struct LazyClusterConnection {
-    client: Arc<redis::cluster::ClusterClient>,
     conn: Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>,
 }
 
 impl LazyClusterConnection {
-    pub fn new(client: redis::cluster::ClusterClient) -> Self {
-        LazyClusterConnection {
-            client: Arc::new(client),
+    pub async fn connect(client: redis::cluster::ClusterClient) -> Self {
+        let lazy = LazyClusterConnection {
             conn: Arc::new(tokio::sync::OnceCell::new()),
+        };
+        if let Err(e) = lazy.try_connect(&client).await {
+            tracing::warn!(
+                error = %e,
+                "Redis Cluster not reachable; answering 503 until it is, connecting in the background"
+            );
+            let background = lazy.clone();
+            tokio::spawn(async move {
+                let mut wait = Duration::from_millis(250);
+                loop {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    if background.try_connect(&client).await.is_ok() {
+                        tracing::info!("connected to Redis Cluster");
+                        return;
+                    }
+                }
+            });
         }
+        lazy
     }
 
-    async fn connection(&self) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
+    async fn try_connect(&self, client: &redis::cluster::ClusterClient) -> redis::RedisResult<()> {
+        let conn = client.get_async_connection().await?;
+        let _ = self.conn.set(conn);
+        Ok(())
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
+        self.conn.get().cloned().ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::ClusterConnectionNotFound,
+                "not connected to Redis Cluster yet",
+            ))
+        })
     }
 }
 
 impl ConnectionLike for LazyClusterConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        Box::pin(async move { self.connection().await?.req_packed_command(cmd).await })
+        Box::pin(async move { self.connection()?.req_packed_command(cmd).await })
     }
 
     fn req_packed_commands<'a>(
@@ -119,7 +146,7 @@ impl ConnectionLike for LazyClusterConnection {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut conn = self.connection().await?;
+            let mut conn = self.connection()?;
             conn.req_packed_commands(pipeline, offset, count).await
         })
     }
@@ -136,7 +163,7 @@ impl RedisConnection for LazyClusterConnection {
         replicas: u32,
         timeout: Duration,
     ) -> redis::RedisResult<i64> {
-        let conn = self.connection().await?;
+        let conn = self.connection()?;
         conn.wait_for_replicas(key, replicas, timeout).await
     }
 }

@@ -66,15 +66,23 @@ async fn paylink_starts_before_its_redis_cluster_and_serves_once_the_cluster_is_
     }
     let mut options = AppOptions::new(Backend::Cluster);
     options.cluster = Some(cluster);
-    options.store_timeout_ms = 500;
+    options.store_timeout_ms = 5000;
     let mut app = spawn_app_with(options).await;
     assert_eq!(app.get("/healthz").await.status, 200);
+    // No request waits on a connect attempt (that is the background task's job): the 503
+    // comes at once, not after the 5 s store timeout.
+    let started = std::time::Instant::now();
     assert_eq!(app.get("/readyz").await.status, 503);
     let create = app
         .post_session(&json!({"orderId": "o", "amount": 1, "currency": "USD"}))
         .await;
     assert_eq!(create.status, 503, "{}", create.text);
     assert_eq!(create.error_code(), "store_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "503s took {:?}",
+        started.elapsed()
+    );
 
     for node in &app.cluster_mut().nodes {
         node.restart();
@@ -90,6 +98,29 @@ async fn paylink_starts_before_its_redis_cluster_and_serves_once_the_cluster_is_
     assert_eq!(app.get_pay_page(&created.token).await.status, 200);
     assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
     assert_eq!(app.get_pay_page(&created.token).await.status, 410);
+}
+
+/// One seed address that accepts connections and never answers (a host that hangs, a
+/// half-open firewall) must not keep paylink from the rest of the cluster: the connect at
+/// start waits out that seed once, not on every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_seed_does_not_keep_paylink_from_a_healthy_cluster() {
+    // Connections complete in the kernel's backlog; nothing ever reads or answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = cluster.url().replace(
+        "redis+cluster://",
+        &format!("redis+cluster://{},", silent.local_addr().unwrap()),
+    );
+    let mut options = AppOptions::new(Backend::Cluster);
+    options.cluster = Some(cluster);
+    options.redis_url = Some(seeds);
+    options.store_timeout_ms = 1000;
+    let app = spawn_app_with(options).await;
+    assert_eq!(app.get("/readyz").await.status, 200);
+    let created = app.create_default_session().await;
+    assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -318,6 +318,8 @@ pub struct AppOptions {
     pub pay_max_declines: u32,
     pub pay_lockout_seconds: u64,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `REDIS_URL` as given, instead of the one of `redis` or `cluster` (which still run).
+    pub redis_url: Option<String>,
 }
 
 impl AppOptions {
@@ -337,6 +339,7 @@ impl AppOptions {
             pay_max_declines: 0,
             pay_lockout_seconds: 900,
             trusted_proxies: Vec::new(),
+            redis_url: None,
         }
     }
 }
@@ -377,10 +380,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     settings.api_rate_limit_per_minute = options.api_rate_limit;
     settings.record_retention_seconds = options.retention_seconds;
     settings.store_timeout_ms = options.store_timeout_ms;
-    settings.redis_url = redis
-        .as_ref()
-        .map(RedisServer::url)
-        .or_else(|| cluster.as_ref().map(RedisCluster::url));
+    settings.redis_url = options.redis_url.or_else(|| {
+        redis
+            .as_ref()
+            .map(RedisServer::url)
+            .or_else(|| cluster.as_ref().map(RedisCluster::url))
+    });
     settings.admin_token = options.admin_token;
     settings.redis_wait_replicas = options.wait_replicas;
     settings.pay_max_declines = options.pay_max_declines;
