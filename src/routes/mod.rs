@@ -6,7 +6,7 @@ pub mod merchant_api;
 pub mod openapi;
 pub mod pay;
 
-use crate::session::RateLimitHit;
+use crate::session::{RateLimitHit, StoreError};
 use crate::startup::AppState;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
@@ -17,26 +17,31 @@ use time::macros::format_description;
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// Why [`rate_limit`] stopped a request.
+pub(crate) enum Refused {
+    /// Over the limit: this long until the window ends.
+    Limited(Duration),
+    /// The store did not answer within its timeout. The request needs the store too, so it
+    /// gets its 503 now: `PAYLINK_STORE_TIMEOUT_MS` is the longest wait, not one per call.
+    StoreTimedOut,
+}
+
 /// Counts one request against the bucket `bucket` names (`limit` per minute, 0 = off, and
-/// then the bucket is not even named). `Err` holds how long to wait. A store that cannot
-/// count does not block traffic: the request goes on and the store's own failure shows up
-/// where the request needs the store.
+/// then the bucket is not even named). A store that answers but cannot count (say, out of
+/// memory) does not block traffic: the request goes on, and any failure of the store's
+/// shows up where the request needs it.
 pub(crate) async fn rate_limit(
     state: &AppState,
     bucket: impl FnOnce() -> String,
     limit: u64,
-) -> Result<(), Duration> {
+) -> Result<(), Refused> {
     if limit == 0 {
         return Ok(());
     }
-    over_limit(
-        state
-            .store
-            .hit_rate_limit(&bucket(), RATE_WINDOW)
-            .await
-            .ok(),
-        limit,
-    )
+    match state.store.hit_rate_limit(&bucket(), RATE_WINDOW).await {
+        Err(StoreError::Timeout) => Err(Refused::StoreTimedOut),
+        hit => over_limit(hit.ok(), limit).map_err(Refused::Limited),
+    }
 }
 
 /// `Err` with how long to wait when `hit` went over `limit`; a hit the store could not

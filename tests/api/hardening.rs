@@ -182,6 +182,36 @@ async fn a_paused_redis_gets_503_within_the_store_timeout_and_paylink_recovers()
     assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
 }
 
+/// With the rate limits on (the default), a request makes two store calls: its counter,
+/// then its own step. A paused Redis still costs it one store timeout, not two: the
+/// `PAYLINK_STORE_TIMEOUT_MS` is the longest a request waits for the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rate_limits_on_a_paused_redis_costs_one_store_timeout_not_two() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.store_timeout_ms = 1000;
+    options.pay_rate_limit = 1_000;
+    options.api_rate_limit = 1_000;
+    let app = spawn_app_with(options).await;
+    let created = app.create_default_session().await;
+    redis_cli(app.redis().port, &["CLIENT", "PAUSE", "6000", "ALL"]);
+    let started = Instant::now();
+    let pay = app.pay(&created.token, &valid_card()).await;
+    let pay_took = started.elapsed();
+    let started = Instant::now();
+    let create = app
+        .post_session(&json!({"orderId": "o", "amount": 1, "currency": "USD"}))
+        .await;
+    let create_took = started.elapsed();
+    assert_eq!(pay.status, 503, "{}", pay.text);
+    assert_eq!(create.status, 503, "{}", create.text);
+    assert_eq!(create.error_code(), "store_unavailable");
+    // One timeout is 1 s; two would be 2 s.
+    for (what, took) in [("POST /pay", pay_took), ("POST sessions", create_took)] {
+        assert!(took < Duration::from_millis(1800), "{what} took {took:?}");
+    }
+    assert_eq!(app.approvals(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_redis_gets_503_within_the_store_timeout_and_paylink_recovers() {
     let mut options = AppOptions::new(Backend::Redis);
