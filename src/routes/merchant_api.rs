@@ -1,7 +1,7 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
 use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
-use super::{BodyError, Refused, rate_limit, read_body, rfc3339};
+use super::{BodyError, rate_limit, read_body, rfc3339};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
@@ -52,12 +52,7 @@ impl FromRequest for AuthenticatedMerchant {
 
 async fn limit_api(state: &AppState, merchant: &Merchant) -> Result<(), ApiError> {
     let bucket = || format!("api:{}", merchant.id);
-    rate_limit(state, bucket, state.settings.api_rate_limit_per_minute)
-        .await
-        .map_err(|refused| match refused {
-            Refused::Limited(retry_after) => ApiError::rate_limited(retry_after),
-            Refused::StoreTimedOut => StoreError::Timeout.into(),
-        })
+    Ok(rate_limit(state, bucket, state.settings.api_rate_limit_per_minute).await?)
 }
 
 /// A session as the merchant sees it. `token` and `url` only while it is open.

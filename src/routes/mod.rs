@@ -6,6 +6,7 @@ pub mod merchant_api;
 pub mod openapi;
 pub mod pay;
 
+use crate::error::{ApiError, PageError};
 use crate::session::{RateLimitHit, StoreError};
 use crate::startup::AppState;
 use actix_web::{HttpRequest, web};
@@ -40,16 +41,34 @@ pub(crate) async fn rate_limit(
     }
     match state.store.hit_rate_limit(&bucket(), RATE_WINDOW).await {
         Err(StoreError::Timeout) => Err(Refused::StoreTimedOut),
-        hit => over_limit(hit.ok(), limit).map_err(Refused::Limited),
+        hit => over_limit(hit.ok(), limit),
     }
 }
 
-/// `Err` with how long to wait when `hit` went over `limit`; a hit the store could not
-/// count (`None`) lets the request through.
-pub(crate) fn over_limit(hit: Option<RateLimitHit>, limit: u64) -> Result<(), Duration> {
+/// `Limited` when `hit` went over `limit`; a hit the store could not count (`None`) lets
+/// the request through.
+pub(crate) fn over_limit(hit: Option<RateLimitHit>, limit: u64) -> Result<(), Refused> {
     match hit {
-        Some(hit) if hit.count > limit => Err(hit.resets_in),
+        Some(hit) if hit.count > limit => Err(Refused::Limited(hit.resets_in)),
         _ => Ok(()),
+    }
+}
+
+impl From<Refused> for PageError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Limited(retry_after) => PageError::RateLimited { retry_after },
+            Refused::StoreTimedOut => StoreError::Timeout.into(),
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Limited(retry_after) => ApiError::rate_limited(retry_after),
+            Refused::StoreTimedOut => StoreError::Timeout.into(),
+        }
     }
 }
 

@@ -1,8 +1,7 @@
 //! The payer's pages: `GET /pay/{token}` shows an open link, `POST /pay/{token}` pays it.
 
 use super::{
-    BodyError, RATE_WINDOW, Refused, client_ip, clock_time, date_time, over_limit, rate_limit,
-    read_body,
+    BodyError, RATE_WINDOW, client_ip, clock_time, date_time, over_limit, rate_limit, read_body,
 };
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{CardDetails, CardError};
@@ -10,8 +9,7 @@ use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
 use crate::payments::{ChargeOutcome, ChargeRequest};
 use crate::session::{
-    BeginPayment, ClaimId, Lockout, PaymentToken, SessionRecord, SessionStatus, StoreError,
-    TokenDigest, now_ms,
+    BeginPayment, ClaimId, Lockout, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
 };
 use crate::startup::AppState;
 use crate::templates::{FormField, PayPage, ReceiptPage, render};
@@ -82,12 +80,7 @@ fn pay_page(
 /// in the store; it is answered 410 without touching anything.
 async fn limit_pay(state: &AppState, req: &HttpRequest) -> Result<(), PageError> {
     let bucket = || pay_bucket(state, req);
-    rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute)
-        .await
-        .map_err(|refused| match refused {
-            Refused::Limited(retry_after) => PageError::RateLimited { retry_after },
-            Refused::StoreTimedOut => StoreError::Timeout.into(),
-        })
+    Ok(rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute).await?)
 }
 
 fn pay_bucket(state: &AppState, req: &HttpRequest) -> String {
@@ -110,7 +103,7 @@ async fn load_for_view(
         .store
         .hit_rate_limit_and_load(&bucket, RATE_WINDOW, digest)
         .await?;
-    over_limit(hit, limit).map_err(|retry_after| PageError::RateLimited { retry_after })?;
+    over_limit(hit, limit)?;
     Ok(record)
 }
 

@@ -74,11 +74,12 @@ impl Entry {
 
     /// Frees the payment lease if `claim` holds it; says whether it did.
     fn release(&mut self, claim: ClaimId) -> bool {
-        let held = self.payment_claim == claim.get() && self.payment_in_progress(now_ms());
-        if self.payment_claim == claim.get() {
-            self.payment_lease_until_ms = 0;
-            self.payment_claim = 0;
+        if self.payment_claim != claim.get() {
+            return false;
         }
+        let held = self.payment_in_progress(now_ms());
+        self.payment_lease_until_ms = 0;
+        self.payment_claim = 0;
         held
     }
 }

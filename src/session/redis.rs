@@ -549,6 +549,11 @@ fn index_key(merchant: &MerchantId) -> String {
     format!("pl:active:{{{merchant}}}")
 }
 
+/// A rate-limit counter's key.
+fn rate_key(name: &str) -> String {
+    format!("pl:rl:{name}")
+}
+
 fn index_member(digest: &TokenDigest) -> Vec<u8> {
     digest.as_bytes().to_vec()
 }
@@ -684,14 +689,15 @@ if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); left = tonumber(ARGV[1
 static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{COUNT_HIT}return {{n, left}}\n")));
 
-// KEYS: counter, record. ARGV: window ms, then the record fields to read.
+// KEYS: counter, record. ARGV: window ms. Reads the record's RECORD_FIELDS, as `load` does.
 // Returns {count, ms left, {the fields' values}}, count 0 when the counter could not be
 // written (Redis out of memory, a read-only replica): a limit that cannot count lets the
 // view through, and the read still answers.
 static RATE_LIMIT_AND_LOAD: LazyLock<Script> = LazyLock::new(|| {
+    let names = RECORD_FIELDS.map(|f| format!("'{f}'")).join(", ");
     Script::new(&format!(
         r"
-local fields = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
+local fields = redis.call('HMGET', KEYS[2], {names})
 local counted, hit = pcall(function()
 {COUNT_HIT}
   return {{n, left}}
@@ -1114,9 +1120,8 @@ where
         key: &str,
         window: Duration,
     ) -> Result<RateLimitHit, StoreError> {
-        let key = format!("pl:rl:{key}");
         let (count, left): (u64, u64) = self
-            .script(&RATE_LIMIT, &[key], vec![arg(millis(window))])
+            .script(&RATE_LIMIT, &[rate_key(key)], vec![arg(millis(window))])
             .await?;
         Ok(RateLimitHit {
             count,
@@ -1135,11 +1140,10 @@ where
             let (hit, record) = tokio::join!(self.hit_rate_limit(key, window), self.load(digest));
             return Ok((hit.ok(), record?));
         }
-        let keys = [format!("pl:rl:{key}"), record_key(digest)];
-        let mut args = vec![arg(millis(window))];
-        args.extend(RECORD_FIELDS.iter().map(|f| f.as_bytes().to_vec()));
-        let (count, left, fields): (u64, u64, Value) =
-            self.script(&RATE_LIMIT_AND_LOAD, &keys, args).await?;
+        let keys = [rate_key(key), record_key(digest)];
+        let (count, left, fields): (u64, u64, Value) = self
+            .script(&RATE_LIMIT_AND_LOAD, &keys, vec![arg(millis(window))])
+            .await?;
         let hit = (count > 0).then(|| RateLimitHit {
             count,
             resets_in: Duration::from_millis(left),
