@@ -10,6 +10,10 @@ use paylink::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use paylink::session::{MemoryStore, PaymentToken, SessionRecord, SessionStatus, SessionStore};
 use std::time::{Duration, Instant};
 
+/// The server's allocator (`src/main.rs`): the RSS it needs is what this measures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BUDGET_MB: f64 = 400.0;
 const RETENTION: Duration = Duration::from_secs(86_400);
 
