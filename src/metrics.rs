@@ -3,8 +3,8 @@
 
 use crate::domain::MerchantId;
 use crate::session::{
-    BeginPayment, ClaimId, Lockout, RateLimitHit, Revocation, SessionRecord, SessionStore,
-    StoreError, TokenDigest,
+    BeginPayment, ClaimId, Limited, Lockout, RateLimit, RateLimitHit, Revocation, SessionRecord,
+    SessionStore, StoreError, TokenDigest,
 };
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -256,6 +256,30 @@ impl SessionStore for TimedStore {
     ) -> Result<(Option<RateLimitHit>, Option<SessionRecord>), StoreError> {
         let call = self.inner.hit_rate_limit_and_load(key, window, digest);
         self.time("rate_limit_and_load", call).await
+    }
+
+    async fn create_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> Result<Limited<()>, StoreError> {
+        let call = self.inner.create_limited(limit, digest, record, retention);
+        self.time("rate_limit_and_create", call).await
+    }
+
+    async fn begin_payment_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        lease: Duration,
+        claim: ClaimId,
+    ) -> Result<Limited<BeginPayment>, StoreError> {
+        let call = self
+            .inner
+            .begin_payment_limited(limit, digest, lease, claim);
+        self.time("rate_limit_and_begin_payment", call).await
     }
 
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {

@@ -1,7 +1,7 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
 use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
-use super::{BodyError, rate_limit, read_body, rfc3339};
+use super::{BodyError, per_minute, rate_limit, read_body, rfc3339, within};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
@@ -51,8 +51,12 @@ impl FromRequest for AuthenticatedMerchant {
 }
 
 async fn limit_api(state: &AppState, merchant: &Merchant) -> Result<(), ApiError> {
-    let bucket = || format!("api:{}", merchant.id);
+    let bucket = || api_bucket(merchant);
     Ok(rate_limit(state, bucket, state.settings.api_rate_limit_per_minute).await?)
+}
+
+fn api_bucket(merchant: &Merchant) -> String {
+    format!("api:{}", merchant.id)
 }
 
 /// A session as the merchant sees it. `token` and `url` only while it is open.
@@ -222,8 +226,71 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = merchant.0;
-    limit_api(&state, &merchant).await?;
-    if !is_json(&req) {
+    let settings = &state.settings;
+    // The request counts against the merchant's limit in the step that creates the session,
+    // so that a rate-limited create costs one store round trip; one that is refused before
+    // counts on its own, and over the limit it is 429 whatever was wrong with it.
+    let new = match read_new_session(&req, payload, &state, &merchant).await {
+        Ok(new) => new,
+        Err(e) => {
+            limit_api(&state, &merchant).await?;
+            return Err(e);
+        }
+    };
+
+    let created_at_ms = now_ms();
+    let record = SessionRecord {
+        merchant_id: merchant.id.clone(),
+        order_id: new.order_id,
+        amount: new.amount,
+        currency: new.currency,
+        description: new.description,
+        created_at_ms,
+        expires_at_ms: created_at_ms + i64::try_from(new.ttl_seconds * 1000).unwrap_or(0),
+        stored_status: SessionStatus::Open,
+        paid_at_ms: None,
+        revoked_at_ms: None,
+        card_last4: None,
+    };
+    let token = PaymentToken::generate().map_err(|e| {
+        tracing::error!(error = %e, "no token could be generated");
+        ApiError::internal()
+    })?;
+    let digest = token.digest();
+    let retention = settings.retention();
+    match settings.api_rate_limit_per_minute {
+        0 => state.store.create(&digest, &record, retention).await?,
+        max => {
+            let bucket = api_bucket(&merchant);
+            let limit = per_minute(&bucket, max);
+            let created = state
+                .store
+                .create_limited(limit, &digest, &record, retention);
+            within(created.await?)?
+        }
+    }
+    state
+        .lifecycle
+        .emit(LifecycleEvent::Created, &record, &digest);
+
+    let view = SessionView::new(&record, &token, &settings.public_url);
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/sessions/{}", token.expose()),
+        ))
+        .json(view))
+}
+
+/// The new session a create request asks for: a JSON body within the size limit, read
+/// in time, with valid fields.
+async fn read_new_session(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    merchant: &Merchant,
+) -> Result<NewSession, ApiError> {
+    if !is_json(req) {
         return Err(ApiError::unsupported_media_type());
     }
     let body = read_body(payload, MAX_BODY_BYTES)
@@ -246,47 +313,12 @@ pub async fn create(
         }
     };
     let settings = &state.settings;
-    let new = NewSession::parse(
+    NewSession::parse(
         &body,
-        &merchant,
+        merchant,
         settings.session_ttl_seconds,
         settings.min_ttl_seconds,
-    )?;
-
-    let created_at_ms = now_ms();
-    let record = SessionRecord {
-        merchant_id: merchant.id.clone(),
-        order_id: new.order_id,
-        amount: new.amount,
-        currency: new.currency,
-        description: new.description,
-        created_at_ms,
-        expires_at_ms: created_at_ms + i64::try_from(new.ttl_seconds * 1000).unwrap_or(0),
-        stored_status: SessionStatus::Open,
-        paid_at_ms: None,
-        revoked_at_ms: None,
-        card_last4: None,
-    };
-    let token = PaymentToken::generate().map_err(|e| {
-        tracing::error!(error = %e, "no token could be generated");
-        ApiError::internal()
-    })?;
-    let digest = token.digest();
-    state
-        .store
-        .create(&digest, &record, settings.retention())
-        .await?;
-    state
-        .lifecycle
-        .emit(LifecycleEvent::Created, &record, &digest);
-
-    let view = SessionView::new(&record, &token, &settings.public_url);
-    Ok(HttpResponse::Created()
-        .insert_header((
-            header::LOCATION,
-            format!("/api/v1/sessions/{}", token.expose()),
-        ))
-        .json(view))
+    )
 }
 
 /// The merchant's session, or `None` for unknown, malformed, forgotten and other

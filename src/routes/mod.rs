@@ -7,7 +7,7 @@ pub mod openapi;
 pub mod pay;
 
 use crate::error::{ApiError, PageError};
-use crate::session::{RateLimitHit, StoreError};
+use crate::session::{Limited, RateLimit, RateLimitHit, StoreError, hit_over_limit};
 use crate::startup::AppState;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
@@ -39,9 +39,31 @@ pub(crate) async fn rate_limit(
     if limit == 0 {
         return Ok(());
     }
-    match state.store.hit_rate_limit(&bucket(), RATE_WINDOW).await {
-        Err(StoreError::Timeout) => Err(Refused::StoreTimedOut),
-        hit => over_limit(hit.ok(), limit),
+    let key = bucket();
+    let limit = per_minute(&key, limit);
+    match hit_over_limit(state.store.as_ref(), limit).await {
+        Ok(None) => Ok(()),
+        Ok(Some(hit)) => Err(Refused::Limited(hit.resets_in)),
+        // The only error `hit_over_limit` returns.
+        Err(_) => Err(Refused::StoreTimedOut),
+    }
+}
+
+/// The limit of `max` requests a minute on the bucket `key`.
+pub(crate) fn per_minute(key: &str, max: u64) -> RateLimit<'_> {
+    RateLimit {
+        key,
+        window: RATE_WINDOW,
+        max,
+    }
+}
+
+/// The result of a store step run under a rate limit, or `Limited` when its request went
+/// over the limit (and the step did not run).
+pub(crate) fn within<T>(step: Limited<T>) -> Result<T, Refused> {
+    match step {
+        Limited::Ran(result) => Ok(result),
+        Limited::Over(hit) => Err(Refused::Limited(hit.resets_in)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The payer's pages: `GET /pay/{token}` shows an open link, `POST /pay/{token}` pays it.
 
 use super::{
-    BodyError, RATE_WINDOW, client_ip, clock_time, date_time, over_limit, rate_limit, read_body,
+    BodyError, RATE_WINDOW, client_ip, clock_time, date_time, over_limit, per_minute, rate_limit,
+    read_body, within,
 };
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{CardDetails, CardError};
@@ -9,7 +10,8 @@ use crate::error::PageError;
 use crate::lifecycle::LifecycleEvent;
 use crate::payments::{ChargeOutcome, ChargeRequest};
 use crate::session::{
-    BeginPayment, ClaimId, Lockout, PaymentToken, SessionRecord, SessionStatus, TokenDigest, now_ms,
+    BeginPayment, ClaimId, Limited, Lockout, PaymentToken, SessionRecord, SessionStatus,
+    StoreError, TokenDigest, now_ms,
 };
 use crate::startup::AppState;
 use crate::templates::{FormField, PayPage, ReceiptPage, render};
@@ -77,7 +79,9 @@ fn pay_page(
 /// Counts one request to `/pay/*` against the client's limit (`PAYLINK_PAY_RATE_LIMIT_PER_MINUTE`
 /// requests per client IP per minute, views and payment attempts alike). A malformed link is
 /// not counted: the contract says the store is not consulted for one, and the counter lives
-/// in the store; it is answered 410 without touching anything.
+/// in the store; it is answered 410 without touching anything. Requests that go on to the
+/// store count in the step they need ([`load_for_view`], [`claim_link`]); this is for those
+/// that end before.
 async fn limit_pay(state: &AppState, req: &HttpRequest) -> Result<(), PageError> {
     let bucket = || pay_bucket(state, req);
     Ok(rate_limit(state, bucket, state.settings.pay_rate_limit_per_minute).await?)
@@ -87,8 +91,33 @@ fn pay_bucket(state: &AppState, req: &HttpRequest) -> String {
     format!("pay:{}", client_ip(req, &state.settings.trusted_proxies))
 }
 
-/// The record behind a page view, with the view counted against the client's limit when
-/// there is one: both in one store round trip.
+/// Takes the link for this payment attempt as `claim`, counting the attempt against the
+/// client's limit in the same store step when there is a limit.
+async fn claim_link(
+    state: &AppState,
+    req: &HttpRequest,
+    digest: &TokenDigest,
+    claim: ClaimId,
+) -> Result<Limited<BeginPayment>, StoreError> {
+    let max = state.settings.pay_rate_limit_per_minute;
+    if max == 0 {
+        let begun = state
+            .store
+            .begin_payment(digest, PAYMENT_LEASE, claim)
+            .await;
+        return begun.map(Limited::Ran);
+    }
+    let bucket = pay_bucket(state, req);
+    let limit = per_minute(&bucket, max);
+    state
+        .store
+        .begin_payment_limited(limit, digest, PAYMENT_LEASE, claim)
+        .await
+}
+
+/// The record behind a page (a view, or the card form shown again with its errors), with
+/// the request counted against the client's limit when there is one: both in one store
+/// round trip.
 async fn load_for_view(
     state: &AppState,
     req: &HttpRequest,
@@ -137,14 +166,19 @@ pub async fn submit(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let token = parse_token(&path)?;
-    limit_pay(&state, &req).await?;
     let digest = token.digest();
-    let body = read_body(payload, MAX_FORM_BYTES)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => PageError::PayloadTooLarge,
-            BodyError::Timeout => PageError::RequestTimeout,
-        })?;
+    // The attempt counts against the client's limit in the store step it ends with, so
+    // that a rate-limited payment costs no more round trips than one without a limit.
+    let body = match read_body(payload, MAX_FORM_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            limit_pay(&state, &req).await?;
+            return Err(match e {
+                BodyError::TooLarge => PageError::PayloadTooLarge,
+                BodyError::Timeout => PageError::RequestTimeout,
+            });
+        }
+    };
 
     // An unreadable body is an empty form: every field is then reported missing.
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -163,7 +197,7 @@ pub async fn submit(
     let card = match card {
         Ok(card) => card,
         Err(errors) => {
-            return match state.store.load(&digest).await? {
+            return match load_for_view(&state, &req, &digest).await? {
                 Some(record) if record.status_at(now_ms()) == SessionStatus::Open => Ok(pay_page(
                     &state,
                     &record,
@@ -180,11 +214,9 @@ pub async fn submit(
         tracing::error!(error = %e, "no payment claim id could be drawn");
         PageError::Internal
     })?;
-    let begun = state
-        .store
-        .begin_payment(&digest, PAYMENT_LEASE, claim)
-        .await;
-    let record = match begun.inspect_err(|_| release_in_background(&state, digest, claim))? {
+    let begun = claim_link(&state, &req, &digest, claim).await;
+    let begun = begun.inspect_err(|_| release_in_background(&state, digest, claim))?;
+    let record = match within(begun)? {
         BeginPayment::Claimed(record) => record,
         BeginPayment::InProgress(_) => return Err(PageError::PaymentInProgress),
         BeginPayment::Locked { until_ms } => {

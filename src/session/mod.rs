@@ -13,8 +13,8 @@ pub use redis::{
     spawn_expiry_catch_up, spawn_expiry_watcher,
 };
 pub use store::{
-    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation,
-    SessionStore, StoreError,
+    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
+    RateLimitHit, Revocation, SessionStore, StoreError, hit_over_limit,
 };
 pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest};
 

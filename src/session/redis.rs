@@ -16,8 +16,8 @@
 //!   updated inside the session scripts; on a cluster (another slot) right after them.
 
 use super::store::{
-    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Lockout, RateLimitHit, Revocation,
-    SessionStore, StoreError,
+    BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
+    RateLimitHit, Revocation, SessionStore, StoreError, count_then,
 };
 use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
@@ -564,25 +564,21 @@ fn millis(d: Duration) -> u64 {
 
 // KEYS: record, live, [index]. ARGV: expiresAt ms, keep-until ms, index member, then
 // field/value pairs.
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+const CREATE_STEP: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PXAT', ARGV[1])
 if KEYS[3] then redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3]) end
 return 1
-",
-    )
-});
+";
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE_STEP));
+static CREATE_LIMITED: LazyLock<Script> = LazyLock::new(|| under_limit(CREATE_STEP));
 
 // KEYS: record, live, lock. ARGV: lease ms, now ms, claim id (the lock's value).
 // Returns {0, record} not open, {1, record} in progress, {2, record} claimed,
 // {3, record} payments locked (the record's `lu` says until when).
-static BEGIN_PAYMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+const BEGIN_PAYMENT_STEP: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return {0, redis.call('HGETALL', KEYS[1])}
 end
@@ -598,9 +594,9 @@ local ea = tonumber(redis.call('HGET', KEYS[1], 'ea') or '0')
 local until_ms = math.max(tonumber(ARGV[2]) + tonumber(ARGV[1]), ea)
 redis.call('SET', KEYS[3], ARGV[3], 'PXAT', string.format('%.0f', until_ms))
 return {2, redis.call('HGETALL', KEYS[1])}
-",
-    )
-});
+";
+static BEGIN_PAYMENT: LazyLock<Script> = LazyLock::new(|| Script::new(BEGIN_PAYMENT_STEP));
+static BEGIN_PAYMENT_LIMITED: LazyLock<Script> = LazyLock::new(|| under_limit(BEGIN_PAYMENT_STEP));
 
 // KEYS: record, live, lock, [index]. ARGV: paidAt ms, last4, retention ms, index member.
 // Open or just-expired records become paid; the live session goes in the same step.
@@ -707,6 +703,29 @@ return {{hit[1], hit[2], fields}}
 "
     ))
 });
+
+// The script `step` (a step's script) preceded by a rate-limit hit, so that a rate-limited
+// request costs one round trip. KEYS: counter, then the step's keys. ARGV: window ms, the
+// most hits allowed, then the step's arguments. Returns {count, ms left} without running
+// the step when the hit is over the limit, else {count, ms left, the step's reply}; count 0
+// when the counter could not be written (out of memory, a read-only replica): a limit that
+// cannot count lets the step run. The step sees its own KEYS and ARGV, shifted down.
+fn under_limit(step: &str) -> Script {
+    Script::new(&format!(
+        r"
+local function step(KEYS, ARGV)
+{step}
+end
+local counted, hit = pcall(function()
+{COUNT_HIT}
+  return {{n, left}}
+end)
+if not counted then hit = {{0, 0}} end
+if hit[1] > tonumber(ARGV[2]) then return hit end
+return {{hit[1], hit[2], step({{unpack(KEYS, 2)}}, {{unpack(ARGV, 3)}})}}
+"
+    ))
+}
 
 impl<C> RedisStore<C>
 where
@@ -833,6 +852,92 @@ where
         }
     }
 
+    /// The keys and arguments of [`CREATE`].
+    fn create_call(
+        &self,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> (Vec<String>, Vec<Vec<u8>>) {
+        let keep_until = record
+            .expires_at_ms
+            .saturating_add(millis(retention) as i64);
+        let mut args = vec![
+            arg(record.expires_at_ms),
+            arg(keep_until),
+            index_member(digest),
+        ];
+        args.extend(record_fields(record));
+        (self.keys(digest, &record.merchant_id, false), args)
+    }
+
+    /// What follows [`CREATE`]'s reply `created`.
+    async fn created(
+        &self,
+        created: i64,
+        keys: &[String],
+        digest: &TokenDigest,
+        record: &SessionRecord,
+    ) -> Result<(), StoreError> {
+        if created != 1 {
+            return Err(StoreError::Conflict);
+        }
+        self.update_index_apart("ZADD", &record.merchant_id, digest, record.expires_at_ms)
+            .await;
+        self.replicate(&keys[0]).await
+    }
+
+    /// What follows [`BEGIN_PAYMENT`]'s reply.
+    async fn begun(
+        &self,
+        reply: (i64, HashMap<String, String>),
+        keys: &[String],
+        digest: &TokenDigest,
+        claim: ClaimId,
+    ) -> Result<BeginPayment, StoreError> {
+        if reply.0 == 3 {
+            let until_ms = reply.1.get("lu").and_then(|v| v.parse().ok()).unwrap_or(0);
+            return Ok(BeginPayment::Locked { until_ms });
+        }
+        Ok(match coded_record(reply)? {
+            (2, record) => {
+                // A claim a failover could forget would let a second charge in.
+                if let Err(e) = self.replicate(&keys[0]).await {
+                    let _ = self.abandon_payment(digest, claim).await;
+                    return Err(e);
+                }
+                BeginPayment::Claimed(must_exist(record)?)
+            }
+            (1, record) => BeginPayment::InProgress(must_exist(record)?),
+            (_, record) => BeginPayment::NotOpen(record),
+        })
+    }
+
+    /// Runs a step's script made by [`under_limit`], with the step's `keys` and `args`.
+    async fn limited<T: redis::FromRedisValue + Send>(
+        &self,
+        script: &'static Script,
+        limit: RateLimit<'_>,
+        keys: &[String],
+        args: Vec<Vec<u8>>,
+    ) -> Result<Limited<T>, StoreError> {
+        let keys = [&[rate_key(limit.key)], keys].concat();
+        let args = [vec![arg(millis(limit.window)), arg(limit.max)], args].concat();
+        let reply: Vec<Value> = self.script(script, &keys, args).await?;
+        let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
+        match <[Value; 3]>::try_from(reply) {
+            Ok([_, _, step]) => Ok(Limited::Ran(T::from_redis_value(step).map_err(corrupt)?)),
+            Err(hit) => {
+                let (count, left): (u64, u64) =
+                    redis::from_redis_value(Value::Array(hit)).map_err(corrupt)?;
+                Ok(Limited::Over(RateLimitHit {
+                    count,
+                    resets_in: Duration::from_millis(left),
+                }))
+            }
+        }
+    }
+
     async fn script<T: redis::FromRedisValue + Send>(
         &self,
         script: &'static Script,
@@ -852,6 +957,17 @@ where
         })
         .await
     }
+}
+
+/// The keys and arguments of [`BEGIN_PAYMENT`].
+fn begin_payment_call(
+    digest: &TokenDigest,
+    lease: Duration,
+    claim: ClaimId,
+) -> (Vec<String>, Vec<Vec<u8>>) {
+    let keys = vec![record_key(digest), live_key(digest), lock_key(digest)];
+    let args = vec![arg(millis(lease)), arg(super::now_ms()), arg(claim.get())];
+    (keys, args)
 }
 
 fn arg(v: impl ToString) -> Vec<u8> {
@@ -969,23 +1085,31 @@ where
         record: &SessionRecord,
         retention: Duration,
     ) -> Result<(), StoreError> {
-        let keep_until = record
-            .expires_at_ms
-            .saturating_add(millis(retention) as i64);
-        let mut args = vec![
-            arg(record.expires_at_ms),
-            arg(keep_until),
-            index_member(digest),
-        ];
-        args.extend(record_fields(record));
-        let keys = self.keys(digest, &record.merchant_id, false);
+        let (keys, args) = self.create_call(digest, record, retention);
         let created: i64 = self.script(&CREATE, &keys, args).await?;
-        if created != 1 {
-            return Err(StoreError::Conflict);
+        self.created(created, &keys, digest, record).await
+    }
+
+    async fn create_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> Result<Limited<()>, StoreError> {
+        if self.cluster {
+            // The counter and the session live in different slots: no one script for both.
+            return count_then(self, limit, self.create(digest, record, retention)).await;
         }
-        self.update_index_apart("ZADD", &record.merchant_id, digest, record.expires_at_ms)
-            .await;
-        self.replicate(&keys[0]).await
+        let (keys, args) = self.create_call(digest, record, retention);
+        Ok(
+            match self.limited(&CREATE_LIMITED, limit, &keys, args).await? {
+                Limited::Ran(created) => {
+                    Limited::Ran(self.created(created, &keys, digest, record).await?)
+                }
+                Limited::Over(hit) => Limited::Over(hit),
+            },
+        )
     }
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
@@ -1008,26 +1132,32 @@ where
         lease: Duration,
         claim: ClaimId,
     ) -> Result<BeginPayment, StoreError> {
-        let keys = [record_key(digest), live_key(digest), lock_key(digest)];
-        let args = vec![arg(millis(lease)), arg(super::now_ms()), arg(claim.get())];
-        let reply: (i64, HashMap<String, String>) =
-            self.script(&BEGIN_PAYMENT, &keys, args).await?;
-        if reply.0 == 3 {
-            let until_ms = reply.1.get("lu").and_then(|v| v.parse().ok()).unwrap_or(0);
-            return Ok(BeginPayment::Locked { until_ms });
+        let (keys, args) = begin_payment_call(digest, lease, claim);
+        let reply = self.script(&BEGIN_PAYMENT, &keys, args).await?;
+        self.begun(reply, &keys, digest, claim).await
+    }
+
+    async fn begin_payment_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        lease: Duration,
+        claim: ClaimId,
+    ) -> Result<Limited<BeginPayment>, StoreError> {
+        if self.cluster {
+            // The counter and the session live in different slots: no one script for both.
+            return count_then(self, limit, self.begin_payment(digest, lease, claim)).await;
         }
-        Ok(match coded_record(reply)? {
-            (2, record) => {
-                // A claim a failover could forget would let a second charge in.
-                if let Err(e) = self.replicate(&keys[0]).await {
-                    let _ = self.abandon_payment(digest, claim).await;
-                    return Err(e);
-                }
-                BeginPayment::Claimed(must_exist(record)?)
-            }
-            (1, record) => BeginPayment::InProgress(must_exist(record)?),
-            (_, record) => BeginPayment::NotOpen(record),
-        })
+        let (keys, args) = begin_payment_call(digest, lease, claim);
+        Ok(
+            match self
+                .limited(&BEGIN_PAYMENT_LIMITED, limit, &keys, args)
+                .await?
+            {
+                Limited::Ran(reply) => Limited::Ran(self.begun(reply, &keys, digest, claim).await?),
+                Limited::Over(hit) => Limited::Over(hit),
+            },
+        )
     }
 
     async fn complete_payment(

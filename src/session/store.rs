@@ -85,6 +85,55 @@ pub struct RateLimitHit {
     pub resets_in: Duration,
 }
 
+/// A fixed-window rate limit that a store step counts its request against: at most `max`
+/// hits per `window` on the counter named `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit<'a> {
+    pub key: &'a str,
+    pub window: Duration,
+    pub max: u64,
+}
+
+/// What a store step run under a [`RateLimit`] did.
+#[derive(Debug)]
+pub enum Limited<T> {
+    /// The hit was within the limit, or could not be counted, and the step ran.
+    Ran(T),
+    /// The hit went over the limit, and the step did not run.
+    Over(RateLimitHit),
+}
+
+/// Counts one hit on `limit`'s counter: the hit when it went over the limit, `None` when
+/// it did not or could not be counted (a store that answers but cannot count does not block
+/// traffic), `Timeout` when the counter did not answer in time.
+pub async fn hit_over_limit<S: SessionStore + ?Sized>(
+    store: &S,
+    limit: RateLimit<'_>,
+) -> Result<Option<RateLimitHit>, StoreError> {
+    match store.hit_rate_limit(limit.key, limit.window).await {
+        Ok(hit) if hit.count > limit.max => Ok(Some(hit)),
+        Err(StoreError::Timeout) => Err(StoreError::Timeout),
+        _ => Ok(None),
+    }
+}
+
+/// Counts `limit`'s hit first and then runs `step` (a future: it does nothing until awaited)
+/// unless the hit went over the limit: how a backend without one call for both runs a step
+/// under a limit, in two round trips.
+pub async fn count_then<S, T>(
+    store: &S,
+    limit: RateLimit<'_>,
+    step: impl Future<Output = Result<T, StoreError>>,
+) -> Result<Limited<T>, StoreError>
+where
+    S: SessionStore + ?Sized,
+{
+    if let Some(hit) = hit_over_limit(store, limit).await? {
+        return Ok(Limited::Over(hit));
+    }
+    step.await.map(Limited::Ran)
+}
+
 /// A session whose TTL ran out with nobody paying, reported once by whichever instance
 /// marked it expired.
 #[derive(Debug, Clone)]
@@ -192,6 +241,30 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<(Option<RateLimitHit>, Option<SessionRecord>), StoreError> {
         let hit = self.hit_rate_limit(key, window).await.ok();
         Ok((hit, self.load(digest).await?))
+    }
+
+    /// `create`, counted against `limit` in the same round trip where the backend can:
+    /// over the limit nothing is created. The count follows [`hit_over_limit`].
+    async fn create_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        record: &SessionRecord,
+        retention: Duration,
+    ) -> Result<Limited<()>, StoreError> {
+        count_then(self, limit, self.create(digest, record, retention)).await
+    }
+
+    /// `begin_payment`, counted against `limit` in the same round trip where the backend
+    /// can: over the limit the link is not claimed. The count follows [`hit_over_limit`].
+    async fn begin_payment_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        lease: Duration,
+        claim: ClaimId,
+    ) -> Result<Limited<BeginPayment>, StoreError> {
+        count_then(self, limit, self.begin_payment(digest, lease, claim)).await
     }
 
     /// How many sessions are open (payable) now for each of `merchants`, in that order.

@@ -1,7 +1,8 @@
 //! The merchant API of the contract, section 2.
 
 use crate::helpers::{
-    ACME_KEY, AppOptions, Backend, GLOBEX_KEY, spawn_app, spawn_app_with, valid_card,
+    ACME_KEY, ADMIN_TOKEN, AppOptions, Backend, GLOBEX_KEY, metric, spawn_app, spawn_app_with,
+    valid_card,
 };
 use crate::on_every_backend;
 use serde_json::{Value, json};
@@ -677,8 +678,11 @@ async fn an_expired_session_reads_as_expired(backend: Backend) {
 async fn the_api_rate_limit_answers_429_with_retry_after(backend: Backend) {
     let mut options = AppOptions::new(backend);
     options.api_rate_limit = 3;
+    options.admin_token = Some(ADMIN_TOKEN.into());
     let app = spawn_app_with(options).await;
-    for _ in 0..3 {
+    // A request refused for its body counts as much as one that creates a session.
+    assert_eq!(app.post_session(&json!(null)).await.status, 400);
+    for _ in 0..2 {
         app.create_default_session().await;
     }
     let reply = app
@@ -688,6 +692,11 @@ async fn the_api_rate_limit_answers_429_with_retry_after(backend: Backend) {
     assert_eq!(reply.error_code(), "rate_limited");
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+    // Over the limit, whatever the request: 429, and no session was made.
+    assert_eq!(app.post_session(&json!(null)).await.status, 429);
+    let metrics = app.scrape_metrics().await;
+    let active = metric(&metrics, "paylink_active_sessions{merchant=\"acme\"}");
+    assert_eq!(active, Some(2.0), "sessions in the store");
     // Limits are per merchant: globex is unaffected.
     let other = app
         .post_session_as(

@@ -182,9 +182,10 @@ async fn a_paused_redis_gets_503_within_the_store_timeout_and_paylink_recovers()
     assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
 }
 
-/// With the rate limits on (the default), a request makes two store calls: its counter,
-/// then its own step. A paused Redis still costs it one store timeout, not two: the
-/// `PAYLINK_STORE_TIMEOUT_MS` is the longest a request waits for the store.
+/// With the rate limits on (the default), a request's counter is one more thing it waits
+/// for (in its own store call on a cluster, or for a request refused before its step). A
+/// paused Redis still costs it one store timeout, not two: the `PAYLINK_STORE_TIMEOUT_MS`
+/// is the longest a request waits for the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_rate_limits_on_a_paused_redis_costs_one_store_timeout_not_two() {
     let mut options = AppOptions::new(Backend::Redis);

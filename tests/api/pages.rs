@@ -295,9 +295,11 @@ async fn the_pay_rate_limit_answers_429_with_retry_after(backend: Backend) {
     options.pay_rate_limit = 3;
     let app = spawn_app_with(options).await;
     let created = app.create_default_session().await;
-    for _ in 0..3 {
+    for _ in 0..2 {
         assert_eq!(app.get_pay_page(&created.token).await.status, 200);
     }
+    // A payment attempt refused for its card counts like a view.
+    assert_eq!(app.pay(&created.token, &card("4242")).await.status, 422);
     let limited = app.get_pay_page(&created.token).await;
     assert_eq!(limited.status, 429);
     assert!(limited.header("retry-after").is_some());

@@ -4,8 +4,9 @@ use crate::helpers::RedisServer;
 use futures_util::future::join_all;
 use paylink::domain::{Amount, Currency, MerchantId, OrderId};
 use paylink::session::{
-    BeginPayment, ClaimId, ExpiredSession, Lockout, MemoryStore, PaymentToken, Revocation,
-    SessionRecord, SessionStatus, SessionStore, StoreError, TokenDigest, connect_redis, now_ms,
+    BeginPayment, ClaimId, ExpiredSession, Limited, Lockout, MemoryStore, PaymentToken, RateLimit,
+    Revocation, SessionRecord, SessionStatus, SessionStore, StoreError, TokenDigest, connect_redis,
+    now_ms,
 };
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -480,6 +481,102 @@ async fn a_counted_load_counts_like_a_hit_and_reads_like_a_load(t: StoreUnderTes
     assert_eq!(record.unwrap().stored_status, SessionStatus::Revoked);
 }
 
+async fn a_limited_create_creates_within_the_limit_and_nothing_over_it(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let window = Duration::from_secs(60);
+    let limit = RateLimit {
+        key: "api:acme",
+        window,
+        max: 2,
+    };
+    for _ in 0..2 {
+        let (d, r) = (digest(), record(Duration::from_secs(60)));
+        let created = store.create_limited(limit, &d, &r, RETENTION).await;
+        assert!(matches!(created, Ok(Limited::Ran(()))), "{created:?}");
+        assert_eq!(store.load(&d).await.unwrap(), Some(r));
+    }
+    let (d, r) = (digest(), record(Duration::from_secs(60)));
+    match store
+        .create_limited(limit, &d, &r, RETENTION)
+        .await
+        .unwrap()
+    {
+        Limited::Over(hit) => {
+            assert_eq!(hit.count, 3);
+            assert!(hit.resets_in <= window && hit.resets_in > Duration::ZERO);
+        }
+        Limited::Ran(()) => panic!("created over the limit"),
+    }
+    assert_eq!(
+        store.load(&d).await.unwrap(),
+        None,
+        "nothing created over the limit"
+    );
+    // The step's own answers come through, and the counter is the one hits count on.
+    let conflict = store
+        .create_limited(RateLimit { max: 10, ..limit }, &d, &r, RETENTION)
+        .await;
+    assert!(matches!(conflict, Ok(Limited::Ran(()))));
+    let again = store
+        .create_limited(RateLimit { max: 10, ..limit }, &d, &r, RETENTION)
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    assert_eq!(
+        store
+            .hit_rate_limit("api:acme", window)
+            .await
+            .unwrap()
+            .count,
+        6
+    );
+}
+
+async fn a_limited_claim_claims_within_the_limit_and_not_over_it(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let limit = RateLimit {
+        key: "pay:127.0.0.1",
+        window: Duration::from_secs(60),
+        max: 1,
+    };
+    let (first, _) = open_session(store, Duration::from_secs(60)).await;
+    let (second, r) = open_session(store, Duration::from_secs(60)).await;
+    let begun = store
+        .begin_payment_limited(limit, &first, LEASE, claim())
+        .await;
+    assert!(
+        matches!(begun, Ok(Limited::Ran(BeginPayment::Claimed(_)))),
+        "{begun:?}"
+    );
+    match store
+        .begin_payment_limited(limit, &second, LEASE, claim())
+        .await
+    {
+        Ok(Limited::Over(hit)) => assert_eq!(hit.count, 2),
+        other => panic!("claimed over the limit: {other:?}"),
+    }
+    // Over the limit the link was left alone: anyone else may claim it.
+    match store.begin_payment(&second, LEASE, *CLAIM).await.unwrap() {
+        BeginPayment::Claimed(claimed) => assert_eq!(claimed, r),
+        other => panic!("{other:?}"),
+    }
+    // Within the limit the claim answers as `begin_payment` does.
+    let roomy = RateLimit { max: 10, ..limit };
+    let begun = store
+        .begin_payment_limited(roomy, &second, LEASE, claim())
+        .await;
+    assert!(
+        matches!(begun, Ok(Limited::Ran(BeginPayment::InProgress(_)))),
+        "{begun:?}"
+    );
+    let begun = store
+        .begin_payment_limited(roomy, &digest(), LEASE, claim())
+        .await;
+    assert!(
+        matches!(begun, Ok(Limited::Ran(BeginPayment::NotOpen(None)))),
+        "{begun:?}"
+    );
+}
+
 async fn active_sessions_count_open_links_only_and_follow_expiry_unasked(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (acme, globex) = (merchant("acme"), merchant("globex"));
@@ -588,6 +685,8 @@ conformance!(
     outcome_records_are_forgotten_after_retention,
     rate_limit_counters_count_per_key_and_reset,
     a_counted_load_counts_like_a_hit_and_reads_like_a_load,
+    a_limited_create_creates_within_the_limit_and_nothing_over_it,
+    a_limited_claim_claims_within_the_limit_and_not_over_it,
     active_sessions_count_open_links_only_and_follow_expiry_unasked,
     repeated_declines_lock_payments_until_the_lock_ends,
     the_store_answers_a_ping,
