@@ -1,15 +1,15 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
 use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
-use super::{BodyError, per_minute, rate_limit, read_body, rfc3339, within};
+use super::{
+    BodyError, RATE_WINDOW, over_limit, per_minute, rate_limit, read_body, rfc3339, within,
+};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
 use crate::lifecycle::LifecycleEvent;
 use crate::merchants::Merchant;
-use crate::session::{
-    PaymentToken, Revocation, SessionRecord, SessionStatus, StoreError, TokenDigest, now_ms,
-};
+use crate::session::{PaymentToken, Revocation, SessionRecord, SessionStatus, now_ms};
 use crate::startup::AppState;
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -322,20 +322,33 @@ async fn read_new_session(
 }
 
 /// The merchant's session, or `None` for unknown, malformed, forgotten and other
-/// merchants' tokens alike.
+/// merchants' tokens alike; the request counted against the merchant's limit in the same
+/// store round trip as the read.
 async fn own_session(
     state: &AppState,
     merchant: &Merchant,
     raw: &str,
-) -> Result<Option<(PaymentToken, TokenDigest, SessionRecord)>, StoreError> {
+) -> Result<Option<(PaymentToken, SessionRecord)>, ApiError> {
     let Ok(token) = PaymentToken::parse(raw) else {
+        limit_api(state, merchant).await?;
         return Ok(None);
     };
     let digest = token.digest();
-    let record = state.store.load(&digest).await?;
+    let record = match state.settings.api_rate_limit_per_minute {
+        0 => state.store.load(&digest).await?,
+        max => {
+            let bucket = api_bucket(merchant);
+            let (hit, record) = state
+                .store
+                .hit_rate_limit_and_load(&bucket, RATE_WINDOW, &digest)
+                .await?;
+            over_limit(hit, max)?;
+            record
+        }
+    };
     Ok(record
         .filter(|r| r.merchant_id == merchant.id)
-        .map(|r| (token, digest, r)))
+        .map(|r| (token, r)))
 }
 
 /// `GET /api/v1/sessions/{token}`
@@ -358,9 +371,8 @@ pub async fn read(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = merchant.0;
-    limit_api(&state, &merchant).await?;
     match own_session(&state, &merchant, &path).await? {
-        Some((token, _, record)) => Ok(HttpResponse::Ok().json(SessionView::new(
+        Some((token, record)) => Ok(HttpResponse::Ok().json(SessionView::new(
             &record,
             &token,
             &state.settings.public_url,

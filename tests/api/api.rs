@@ -682,8 +682,9 @@ async fn the_api_rate_limit_answers_429_with_retry_after(backend: Backend) {
     let app = spawn_app_with(options).await;
     // A request refused for its body counts as much as one that creates a session.
     assert_eq!(app.post_session(&json!(null)).await.status, 400);
+    let mut tokens = Vec::new();
     for _ in 0..2 {
-        app.create_default_session().await;
+        tokens.push(app.create_default_session().await.token);
     }
     let reply = app
         .post_session(&json!({"orderId": "o", "amount": 1, "currency": "USD"}))
@@ -697,6 +698,9 @@ async fn the_api_rate_limit_answers_429_with_retry_after(backend: Backend) {
     let metrics = app.scrape_metrics().await;
     let active = metric(&metrics, "paylink_active_sessions{merchant=\"acme\"}");
     assert_eq!(active, Some(2.0), "sessions in the store");
+    // Reads share the budget, known token or not.
+    assert_eq!(app.get_session(&tokens[0]).await.status, 429);
+    assert_eq!(app.get_session("not-a-token").await.status, 429);
     // Limits are per merchant: globex is unaffected.
     let other = app
         .post_session_as(

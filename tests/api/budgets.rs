@@ -15,7 +15,7 @@
 //!
 //! Rate limiting is off in these apps (the test default); with it on (the server's
 //! default) each request counts its hit in its own step's script call, and
-//! `with_rate_limits_on_a_view_a_create_and_a_payment_cost_no_more_round_trips` holds the
+//! `with_rate_limits_on_views_creates_reads_and_payments_cost_no_more_round_trips` holds the
 //! same budgets.
 
 use crate::helpers::{AppOptions, Backend, TestApp, spawn_app, spawn_app_with, valid_card};
@@ -256,7 +256,7 @@ async fn paying_a_link_costs_at_most_two_redis_round_trips() {
 /// call as its own step: a view counts and reads, a create counts and creates, a payment
 /// counts and claims. The budgets hold as they do without a limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_rate_limits_on_a_view_a_create_and_a_payment_cost_no_more_round_trips() {
+async fn with_rate_limits_on_views_creates_reads_and_payments_cost_no_more_round_trips() {
     let mut options = AppOptions::new(Backend::Redis);
     options.pay_rate_limit = 1_000;
     options.api_rate_limit = 1_000;
@@ -270,6 +270,12 @@ async fn with_rate_limits_on_a_view_a_create_and_a_payment_cost_no_more_round_tr
     println!("{}", create.describe());
     assert_eq!(create.round_trips(), 1, "{}", create.describe());
     let link = link.expect("created");
+    let read = probe
+        .measure("GET /api/v1/sessions/{token}, rate limit on", async {
+            assert_eq!(app.get_session(&link.token).await.status, 200);
+        })
+        .await;
+    assert_eq!(read.round_trips(), 1, "{}", read.describe());
     let view = probe
         .measure("GET /pay open link, rate limit on", async {
             assert_eq!(app.get_pay_page(&link.token).await.status, 200);
