@@ -64,6 +64,7 @@ pub(crate) fn within<T>(step: Limited<T>) -> Result<T, Refused> {
     match step {
         Limited::Ran(result) => Ok(result),
         Limited::Over(hit) => Err(Refused::Limited(hit.resets_in)),
+        Limited::CounterTimedOut => Err(Refused::StoreTimedOut),
     }
 }
 

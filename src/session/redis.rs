@@ -930,6 +930,12 @@ where
             Err(hit) => {
                 let (count, left): (u64, u64) =
                     redis::from_redis_value(Value::Array(hit)).map_err(corrupt)?;
+                if count <= limit.max {
+                    return Err(StoreError::Corrupt(format!(
+                        "a rate-limited step's reply without the step's, at {count} of {}",
+                        limit.max
+                    )));
+                }
                 Ok(Limited::Over(RateLimitHit {
                     count,
                     resets_in: Duration::from_millis(left),
@@ -1102,14 +1108,16 @@ where
             return count_then(self, limit, self.create(digest, record, retention)).await;
         }
         let (keys, args) = self.create_call(digest, record, retention);
-        Ok(
-            match self.limited(&CREATE_LIMITED, limit, &keys, args).await? {
-                Limited::Ran(created) => {
-                    Limited::Ran(self.created(created, &keys, digest, record).await?)
-                }
-                Limited::Over(hit) => Limited::Over(hit),
-            },
-        )
+        let created = match self
+            .limited(&CREATE_LIMITED, limit, &keys, args)
+            .await?
+            .ran()
+        {
+            Ok(created) => created,
+            Err(not_run) => return Ok(not_run),
+        };
+        let created = self.created(created, &keys, digest, record).await?;
+        Ok(Limited::Ran(created))
     }
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
@@ -1149,15 +1157,12 @@ where
             return count_then(self, limit, self.begin_payment(digest, lease, claim)).await;
         }
         let (keys, args) = begin_payment_call(digest, lease, claim);
-        Ok(
-            match self
-                .limited(&BEGIN_PAYMENT_LIMITED, limit, &keys, args)
-                .await?
-            {
-                Limited::Ran(reply) => Limited::Ran(self.begun(reply, &keys, digest, claim).await?),
-                Limited::Over(hit) => Limited::Over(hit),
-            },
-        )
+        let limited = self.limited(&BEGIN_PAYMENT_LIMITED, limit, &keys, args);
+        let reply = match limited.await?.ran() {
+            Ok(reply) => reply,
+            Err(not_run) => return Ok(not_run),
+        };
+        Ok(Limited::Ran(self.begun(reply, &keys, digest, claim).await?))
     }
 
     async fn complete_payment(

@@ -101,6 +101,20 @@ pub enum Limited<T> {
     Ran(T),
     /// The hit went over the limit, and the step did not run.
     Over(RateLimitHit),
+    /// The counter did not answer in time, and the step did not run (the request has
+    /// waited its store timeout already).
+    CounterTimedOut,
+}
+
+impl<T> Limited<T> {
+    /// The step's result, or else the answer without one, as a `Limited` of any type.
+    pub fn ran<U>(self) -> Result<T, Limited<U>> {
+        match self {
+            Limited::Ran(result) => Ok(result),
+            Limited::Over(hit) => Err(Limited::Over(hit)),
+            Limited::CounterTimedOut => Err(Limited::CounterTimedOut),
+        }
+    }
 }
 
 /// Counts one hit on `limit`'s counter: the hit when it went over the limit, `None` when
@@ -118,8 +132,8 @@ pub async fn hit_over_limit<S: SessionStore + ?Sized>(
 }
 
 /// Counts `limit`'s hit first and then runs `step` (a future: it does nothing until awaited)
-/// unless the hit went over the limit: how a backend without one call for both runs a step
-/// under a limit, in two round trips.
+/// unless the hit went over the limit or timed out: how a backend without one call for both
+/// runs a step under a limit, in two round trips.
 pub async fn count_then<S, T>(
     store: &S,
     limit: RateLimit<'_>,
@@ -128,10 +142,12 @@ pub async fn count_then<S, T>(
 where
     S: SessionStore + ?Sized,
 {
-    if let Some(hit) = hit_over_limit(store, limit).await? {
-        return Ok(Limited::Over(hit));
+    match hit_over_limit(store, limit).await {
+        Ok(None) => step.await.map(Limited::Ran),
+        Ok(Some(hit)) => Ok(Limited::Over(hit)),
+        Err(StoreError::Timeout) => Ok(Limited::CounterTimedOut),
+        Err(e) => Err(e),
     }
-    step.await.map(Limited::Ran)
 }
 
 /// A session whose TTL ran out with nobody paying, reported once by whichever instance

@@ -5,7 +5,8 @@ use crate::helpers::{
     valid_card,
 };
 use serde_json::json;
-use std::time::Duration;
+use sha2::Digest;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_never_410_or_500_and_paylink_recovers_when_it_returns() {
@@ -103,6 +104,71 @@ async fn paylink_starts_before_its_redis_cluster_and_serves_once_the_cluster_is_
 /// One seed address that accepts connections and never answers (a host that hangs, a
 /// half-open firewall) must not keep paylink from the rest of the cluster: the connect at
 /// start waits out that seed once, not on every request.
+/// The cluster node that holds `key`: the one that answers for it without a redirect.
+fn node_of<'a>(cluster: &'a RedisCluster, key: &str) -> &'a RedisServer {
+    cluster
+        .nodes
+        .iter()
+        .find(|n| !n.cli(&["EXISTS", key]).contains("MOVED"))
+        .expect("a node holds every slot")
+}
+
+/// Script calls a node has run, from `INFO commandstats`.
+fn evalsha_calls(node: &RedisServer) -> u64 {
+    let stats = node.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// On a cluster a payment attempt counts its hit before it claims the link: the counter
+/// and the link live in different slots. When the counter's node does not answer, the
+/// attempt gets its 503 after one store timeout and has claimed nothing, so nothing is
+/// left to release either: no release is ever sent to the link's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_payment_whose_counter_times_out_claims_and_releases_nothing() {
+    let mut options = AppOptions::new(Backend::Cluster);
+    options.store_timeout_ms = 500;
+    options.pay_rate_limit = 1_000;
+    let app = spawn_app_with(options).await;
+    let cluster = app.cluster.as_ref().expect("a cluster");
+    let counter = node_of(cluster, "pl:rl:pay:127.0.0.1");
+    let (token, node) = loop {
+        let token = app.create_default_session().await.token;
+        let record_key = format!("pl:{{{}}}", hex::encode(sha2::Sha256::digest(&token)));
+        let node = node_of(cluster, &record_key);
+        if node.port != counter.port {
+            break (token, node);
+        }
+    };
+    let scripts_before = evalsha_calls(node);
+    counter.cli(&["CLIENT", "PAUSE", "2500", "ALL"]);
+    let started = Instant::now();
+    let pay = app.pay(&token, &valid_card()).await;
+    assert_eq!(pay.status, 503, "{}", pay.text);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    // A release retried in the background would have reached the link's node by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        evalsha_calls(node),
+        scripts_before,
+        "scripts run on the link's node"
+    );
+    assert_eq!(app.approvals(), 0);
+    eventually(
+        Duration::from_secs(10),
+        "the payment once the pause ends",
+        || async { app.pay(&token, &valid_card()).await.status == 200 },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_seed_does_not_keep_paylink_from_a_healthy_cluster() {
     // Connections complete in the kernel's backlog; nothing ever reads or answers them.

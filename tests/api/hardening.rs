@@ -149,6 +149,38 @@ async fn a_redis_out_of_memory_still_serves_the_pay_page_with_rate_limits_on() {
     assert_eq!(refused.status, 503, "{}", refused.text);
 }
 
+/// A counter Redis cannot count on (here a key of the wrong type, as a stray write could
+/// leave) lets the request's own step run: a create, a view and a payment, each of which
+/// counts its hit in the same script call as its step, all go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_cannot_count_lets_creates_views_and_payments_through() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.pay_rate_limit = 1;
+    options.api_rate_limit = 1;
+    let app = spawn_app_with(options).await;
+    let port = app.redis().port;
+    for counter in ["pl:rl:api:acme", "pl:rl:pay:127.0.0.1"] {
+        redis_cli(port, &["HSET", counter, "not", "a counter"]);
+    }
+    let mut links = Vec::new();
+    for n in 0..3 {
+        let created = app
+            .post_session(&json!({"orderId": format!("ord_{n}"), "amount": 100, "currency": "USD"}))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        links.push(created.json()["token"].as_str().unwrap().to_owned());
+    }
+    for token in &links {
+        assert_eq!(app.get_pay_page(token).await.status, 200);
+        assert_eq!(app.pay(token, &valid_card()).await.status, 200);
+    }
+    assert_eq!(app.approvals(), 3);
+    // With the counter repaired, the limits hold again.
+    redis_cli(port, &["DEL", "pl:rl:api:acme", "pl:rl:pay:127.0.0.1"]);
+    assert_eq!(app.get_pay_page(&links[0]).await.status, 410);
+    assert_eq!(app.get_pay_page(&links[0]).await.status, 429);
+}
+
 async fn assert_unavailable_within(app: &crate::helpers::TestApp, token: &str, limit: Duration) {
     let started = Instant::now();
     let page = app.get_pay_page(token).await;

@@ -295,12 +295,19 @@ async fn the_pay_rate_limit_answers_429_with_retry_after(backend: Backend) {
     options.pay_rate_limit = 3;
     let app = spawn_app_with(options).await;
     let created = app.create_default_session().await;
-    for _ in 0..2 {
-        assert_eq!(app.get_pay_page(&created.token).await.status, 200);
-    }
-    // A payment attempt refused for its card counts like a view.
+    let too_big = || {
+        app.client
+            .post(app.url(&format!("/pay/{}", created.token)))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b'a'; 20 * 1024])
+            .send()
+    };
+    assert_eq!(app.get_pay_page(&created.token).await.status, 200);
+    // Payment attempts refused for their body or their card count like views.
+    assert_eq!(too_big().await.unwrap().status().as_u16(), 413);
     assert_eq!(app.pay(&created.token, &card("4242")).await.status, 422);
     let limited = app.get_pay_page(&created.token).await;
+    assert_eq!(too_big().await.unwrap().status().as_u16(), 429);
     assert_eq!(limited.status, 429);
     assert!(limited.header("retry-after").is_some());
     assert_security_headers(&limited, "429 page");

@@ -505,7 +505,7 @@ async fn a_limited_create_creates_within_the_limit_and_nothing_over_it(t: StoreU
             assert_eq!(hit.count, 3);
             assert!(hit.resets_in <= window && hit.resets_in > Duration::ZERO);
         }
-        Limited::Ran(()) => panic!("created over the limit"),
+        other => panic!("over the limit: {other:?}"),
     }
     assert_eq!(
         store.load(&d).await.unwrap(),
