@@ -1,9 +1,7 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
 use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
-use super::{
-    BodyError, RATE_WINDOW, over_limit, per_minute, rate_limit, read_body, rfc3339, within,
-};
+use super::{BodyError, load_counted, per_minute, rate_limit, read_body, rfc3339, within};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
@@ -333,19 +331,9 @@ async fn own_session(
         limit_api(state, merchant).await?;
         return Ok(None);
     };
-    let digest = token.digest();
-    let record = match state.settings.api_rate_limit_per_minute {
-        0 => state.store.load(&digest).await?,
-        max => {
-            let bucket = api_bucket(merchant);
-            let (hit, record) = state
-                .store
-                .hit_rate_limit_and_load(&bucket, RATE_WINDOW, &digest)
-                .await?;
-            over_limit(hit, max)?;
-            record
-        }
-    };
+    let bucket = || api_bucket(merchant);
+    let max = state.settings.api_rate_limit_per_minute;
+    let record = load_counted(state, bucket, max, &token.digest()).await?;
     Ok(record
         .filter(|r| r.merchant_id == merchant.id)
         .map(|r| (token, r)))

@@ -7,7 +7,9 @@ pub mod openapi;
 pub mod pay;
 
 use crate::error::{ApiError, PageError};
-use crate::session::{Limited, RateLimit, RateLimitHit, StoreError, hit_over_limit};
+use crate::session::{
+    Limited, RateLimit, RateLimitHit, SessionRecord, StoreError, TokenDigest, hit_over_limit,
+};
 use crate::startup::AppState;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
@@ -18,13 +20,20 @@ use time::macros::format_description;
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Why [`rate_limit`] stopped a request.
+/// Why a rate-limited request was stopped.
 pub(crate) enum Refused {
     /// Over the limit: this long until the window ends.
     Limited(Duration),
-    /// The store did not answer within its timeout. The request needs the store too, so it
-    /// gets its 503 now: `PAYLINK_STORE_TIMEOUT_MS` is the longest wait, not one per call.
-    StoreTimedOut,
+    /// The store failed. A counter that did not answer within the store's timeout stops the
+    /// request too: it needs the store, and `PAYLINK_STORE_TIMEOUT_MS` is the longest wait,
+    /// not one per call.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        Refused::Store(e)
+    }
 }
 
 /// Counts one request against the bucket `bucket` names (`limit` per minute, 0 = off, and
@@ -40,13 +49,31 @@ pub(crate) async fn rate_limit(
         return Ok(());
     }
     let key = bucket();
-    let limit = per_minute(&key, limit);
-    match hit_over_limit(state.store.as_ref(), limit).await {
-        Ok(None) => Ok(()),
-        Ok(Some(hit)) => Err(Refused::Limited(hit.resets_in)),
-        // The only error `hit_over_limit` returns.
-        Err(_) => Err(Refused::StoreTimedOut),
+    match hit_over_limit(state.store.as_ref(), per_minute(&key, limit)).await? {
+        Some(hit) => Err(Refused::Limited(hit.resets_in)),
+        None => Ok(()),
     }
+}
+
+/// The record behind `digest`, with the request counted against `max` requests a minute on
+/// the bucket `bucket` names (0 = off, and then the bucket is not even named): both in one
+/// store round trip. Over the limit the record is read all the same, and the request
+/// refused.
+pub(crate) async fn load_counted(
+    state: &AppState,
+    bucket: impl FnOnce() -> String,
+    max: u64,
+    digest: &TokenDigest,
+) -> Result<Option<SessionRecord>, Refused> {
+    if max == 0 {
+        return Ok(state.store.load(digest).await?);
+    }
+    let (hit, record) = state
+        .store
+        .hit_rate_limit_and_load(&bucket(), RATE_WINDOW, digest)
+        .await?;
+    over_limit(hit, max)?;
+    Ok(record)
 }
 
 /// The limit of `max` requests a minute on the bucket `key`.
@@ -64,7 +91,7 @@ pub(crate) fn within<T>(step: Limited<T>) -> Result<T, Refused> {
     match step {
         Limited::Ran(result) => Ok(result),
         Limited::Over(hit) => Err(Refused::Limited(hit.resets_in)),
-        Limited::CounterTimedOut => Err(Refused::StoreTimedOut),
+        Limited::CounterTimedOut => Err(Refused::Store(StoreError::Timeout)),
     }
 }
 
@@ -81,7 +108,7 @@ impl From<Refused> for PageError {
     fn from(refused: Refused) -> Self {
         match refused {
             Refused::Limited(retry_after) => PageError::RateLimited { retry_after },
-            Refused::StoreTimedOut => StoreError::Timeout.into(),
+            Refused::Store(e) => e.into(),
         }
     }
 }
@@ -90,7 +117,7 @@ impl From<Refused> for ApiError {
     fn from(refused: Refused) -> Self {
         match refused {
             Refused::Limited(retry_after) => ApiError::rate_limited(retry_after),
-            Refused::StoreTimedOut => StoreError::Timeout.into(),
+            Refused::Store(e) => e.into(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The payer's pages: `GET /pay/{token}` shows an open link, `POST /pay/{token}` pays it.
 
 use super::{
-    BodyError, RATE_WINDOW, client_ip, clock_time, date_time, over_limit, per_minute, rate_limit,
-    read_body, within,
+    BodyError, client_ip, clock_time, date_time, load_counted, per_minute, rate_limit, read_body,
+    within,
 };
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{CardDetails, CardError};
@@ -123,17 +123,9 @@ async fn load_for_view(
     req: &HttpRequest,
     digest: &TokenDigest,
 ) -> Result<Option<SessionRecord>, PageError> {
-    let limit = state.settings.pay_rate_limit_per_minute;
-    if limit == 0 {
-        return Ok(state.store.load(digest).await?);
-    }
-    let bucket = pay_bucket(state, req);
-    let (hit, record) = state
-        .store
-        .hit_rate_limit_and_load(&bucket, RATE_WINDOW, digest)
-        .await?;
-    over_limit(hit, limit)?;
-    Ok(record)
+    let bucket = || pay_bucket(state, req);
+    let max = state.settings.pay_rate_limit_per_minute;
+    Ok(load_counted(state, bucket, max, digest).await?)
 }
 
 /// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise. No span

@@ -40,8 +40,8 @@ struct Inner {
 /// parts that each grow on their own. A map rehashes everything it holds when it grows, and
 /// a heap copies itself, under the store's lock: one map and one heap of a few hundred
 /// thousand sessions stalled every request for tens of milliseconds as they grew (creates'
-/// p99 of 13–45 ms in `bench/run`, 5 ms when they were made large enough beforehand). Each
-/// part grows 1/16 as much at a time.
+/// p99 of 15 ms in `bench/run` and 13–45 ms in 5-second wrk runs of creates alone; 5 ms when
+/// they were made large enough beforehand). Each part grows 1/16 as much at a time.
 #[derive(Default)]
 struct Sessions([Shard; SESSION_SHARDS]);
 
@@ -57,12 +57,16 @@ struct Shard {
 }
 
 impl Sessions {
+    fn index(digest: &TokenDigest) -> usize {
+        usize::from(digest.as_bytes()[0]) % SESSION_SHARDS
+    }
+
     fn shard(&self, digest: &TokenDigest) -> &Shard {
-        &self.0[usize::from(digest.as_bytes()[0]) % SESSION_SHARDS]
+        &self.0[Self::index(digest)]
     }
 
     fn shard_mut(&mut self, digest: &TokenDigest) -> &mut Shard {
-        &mut self.0[usize::from(digest.as_bytes()[0]) % SESSION_SHARDS]
+        &mut self.0[Self::index(digest)]
     }
 
     fn get(&self, digest: &TokenDigest) -> Option<&Entry> {

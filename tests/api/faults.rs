@@ -101,9 +101,6 @@ async fn paylink_starts_before_its_redis_cluster_and_serves_once_the_cluster_is_
     assert_eq!(app.get_pay_page(&created.token).await.status, 410);
 }
 
-/// One seed address that accepts connections and never answers (a host that hangs, a
-/// half-open firewall) must not keep paylink from the rest of the cluster: the connect at
-/// start waits out that seed once, not on every request.
 /// The cluster node that holds `key`: the one that answers for it without a redirect.
 fn node_of<'a>(cluster: &'a RedisCluster, key: &str) -> &'a RedisServer {
     cluster
@@ -169,6 +166,9 @@ async fn on_a_cluster_a_payment_whose_counter_times_out_claims_and_releases_noth
     .await;
 }
 
+/// One seed address that accepts connections and never answers (a host that hangs, a
+/// half-open firewall) must not keep paylink from the rest of the cluster: the connect at
+/// start waits out that seed once, not on every request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_seed_does_not_keep_paylink_from_a_healthy_cluster() {
     // Connections complete in the kernel's backlog; nothing ever reads or answers them.
