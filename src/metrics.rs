@@ -282,6 +282,20 @@ impl SessionStore for TimedStore {
         self.time("rate_limit_and_begin_payment", call).await
     }
 
+    async fn revoke_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> Result<Limited<Revocation>, StoreError> {
+        let call = self
+            .inner
+            .revoke_limited(limit, digest, merchant, revoked_at_ms, retention);
+        self.time("rate_limit_and_revoke", call).await
+    }
+
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {
         self.time("active_sessions", self.inner.active_sessions(merchants))
             .await

@@ -1,7 +1,7 @@
 //! The merchant API: create, read and revoke payment sessions. JSON, camelCase.
 
 use super::openapi::{CreateSessionDoc, ErrorDoc, SessionDoc};
-use super::{BodyError, load_counted, per_minute, rate_limit, read_body, rfc3339, within};
+use super::{BodyError, counted_step, load_counted, rate_limit, read_body, rfc3339};
 use crate::config::MAX_TTL_SECONDS;
 use crate::domain::{Amount, Currency, Description, OrderId, json_whole_number};
 use crate::error::ApiError;
@@ -255,18 +255,18 @@ pub async fn create(
         ApiError::internal()
     })?;
     let digest = token.digest();
-    let retention = settings.retention();
-    match settings.api_rate_limit_per_minute {
-        0 => state.store.create(&digest, &record, retention).await?,
-        max => {
-            let bucket = api_bucket(&merchant);
-            let limit = per_minute(&bucket, max);
-            let created = state
-                .store
-                .create_limited(limit, &digest, &record, retention);
-            within(created.await?)?
-        }
-    }
+    let (store, retention) = (&state.store, settings.retention());
+    counted_step(
+        || api_bucket(&merchant),
+        settings.api_rate_limit_per_minute,
+        store.create(&digest, &record, retention),
+        async |limit| {
+            store
+                .create_limited(limit, &digest, &record, retention)
+                .await
+        },
+    )
+    .await?;
     state
         .lifecycle
         .emit(LifecycleEvent::Created, &record, &digest);
@@ -390,15 +390,22 @@ pub async fn revoke(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = merchant.0;
-    limit_api(&state, &merchant).await?;
     let Ok(token) = PaymentToken::parse(&path) else {
+        limit_api(&state, &merchant).await?;
         return Err(ApiError::not_found());
     };
     let digest = token.digest();
-    let revoked = state
-        .store
-        .revoke(&digest, &merchant.id, now_ms(), state.settings.retention())
-        .await?;
+    let (store, now, retention) = (&state.store, now_ms(), state.settings.retention());
+    let revoked = counted_step(
+        || api_bucket(&merchant),
+        state.settings.api_rate_limit_per_minute,
+        store.revoke(&digest, &merchant.id, now, retention),
+        async |limit| {
+            let revoke = store.revoke_limited(limit, &digest, &merchant.id, now, retention);
+            revoke.await
+        },
+    )
+    .await?;
     match revoked {
         Revocation::Revoked(record) => {
             state

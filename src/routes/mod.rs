@@ -55,6 +55,24 @@ pub(crate) async fn rate_limit(
     }
 }
 
+/// A store step, with the request counted against `max` requests a minute on the bucket
+/// `bucket` names (0 = off, and then the bucket is not even named): `plain` is the step
+/// alone, `limited` the step under a limit, which counts the hit in the same round trip
+/// where the store can. Over the limit, or when the counter does not answer, the step does
+/// not run.
+pub(crate) async fn counted_step<T>(
+    bucket: impl FnOnce() -> String,
+    max: u64,
+    plain: impl Future<Output = Result<T, StoreError>>,
+    limited: impl AsyncFnOnce(RateLimit<'_>) -> Result<Limited<T>, StoreError>,
+) -> Result<T, Refused> {
+    if max == 0 {
+        return Ok(plain.await?);
+    }
+    let key = bucket();
+    within(limited(per_minute(&key, max)).await?)
+}
+
 /// The record behind `digest`, with the request counted against `max` requests a minute on
 /// the bucket `bucket` names (0 = off, and then the bucket is not even named): both in one
 /// store round trip. Over the limit the record is read all the same, and the request

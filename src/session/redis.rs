@@ -618,9 +618,7 @@ return redis.call('HGETALL', KEYS[1])
 
 // KEYS: record, live, lock, [index]. ARGV: merchant, revokedAt ms, retention ms, member.
 // Returns {0, {}} not found, {1, record} not open, {2, record} in progress, {3, record} revoked.
-static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+const REVOKE_STEP: &str = r"
 if redis.call('HGET', KEYS[1], 'm') ~= ARGV[1] then return {0, {}} end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {1, redis.call('HGETALL', KEYS[1])} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {2, redis.call('HGETALL', KEYS[1])} end
@@ -629,9 +627,9 @@ if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[4]) end
 redis.call('HSET', KEYS[1], 'st', 'r', 'ra', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {3, redis.call('HGETALL', KEYS[1])}
-",
-    )
-});
+";
+static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_STEP));
+static REVOKE_LIMITED: LazyLock<Script> = LazyLock::new(|| under_limit(REVOKE_STEP));
 
 // KEYS: lock. ARGV: claim id. Deletes the lock only if this claim holds it; returns 1 if so.
 static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -910,6 +908,43 @@ where
             }
             (1, record) => BeginPayment::InProgress(must_exist(record)?),
             (_, record) => BeginPayment::NotOpen(record),
+        })
+    }
+
+    /// The keys and arguments of [`REVOKE`].
+    fn revoke_call(
+        &self,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> (Vec<String>, Vec<Vec<u8>>) {
+        let args = vec![
+            arg(merchant),
+            arg(revoked_at_ms),
+            arg(millis(retention)),
+            index_member(digest),
+        ];
+        (self.keys(digest, merchant, true), args)
+    }
+
+    /// What follows [`REVOKE`]'s reply.
+    async fn revoked(
+        &self,
+        reply: (i64, HashMap<String, String>),
+        keys: &[String],
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+    ) -> Result<Revocation, StoreError> {
+        Ok(match coded_record(reply)? {
+            (3, record) => {
+                self.update_index_apart("ZREM", merchant, digest, 0).await;
+                self.replicate(&keys[0]).await?;
+                Revocation::Revoked(must_exist(record)?)
+            }
+            (2, record) => Revocation::PaymentInProgress(must_exist(record)?),
+            (1, record) => Revocation::NotOpen(must_exist(record)?),
+            _ => Revocation::NotFound,
         })
     }
 
@@ -1221,24 +1256,36 @@ where
         revoked_at_ms: i64,
         retention: Duration,
     ) -> Result<Revocation, StoreError> {
-        let keys = self.keys(digest, merchant, true);
-        let args = vec![
-            arg(merchant),
-            arg(revoked_at_ms),
-            arg(millis(retention)),
-            index_member(digest),
-        ];
+        let (keys, args) = self.revoke_call(digest, merchant, revoked_at_ms, retention);
         let reply = self.script(&REVOKE, &keys, args).await?;
-        Ok(match coded_record(reply)? {
-            (3, record) => {
-                self.update_index_apart("ZREM", merchant, digest, 0).await;
-                self.replicate(&keys[0]).await?;
-                Revocation::Revoked(must_exist(record)?)
-            }
-            (2, record) => Revocation::PaymentInProgress(must_exist(record)?),
-            (1, record) => Revocation::NotOpen(must_exist(record)?),
-            _ => Revocation::NotFound,
-        })
+        self.revoked(reply, &keys, digest, merchant).await
+    }
+
+    async fn revoke_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> Result<Limited<Revocation>, StoreError> {
+        if self.cluster {
+            // The counter and the session live in different slots: no one script for both.
+            let revoke = self.revoke(digest, merchant, revoked_at_ms, retention);
+            return count_then(self, limit, revoke).await;
+        }
+        let (keys, args) = self.revoke_call(digest, merchant, revoked_at_ms, retention);
+        let reply = match self
+            .limited(&REVOKE_LIMITED, limit, &keys, args)
+            .await?
+            .ran()
+        {
+            Ok(reply) => reply,
+            Err(not_run) => return Ok(not_run),
+        };
+        Ok(Limited::Ran(
+            self.revoked(reply, &keys, digest, merchant).await?,
+        ))
     }
 
     async fn mark_expired(

@@ -283,6 +283,20 @@ pub trait SessionStore: Send + Sync + 'static {
         count_then(self, limit, self.begin_payment(digest, lease, claim)).await
     }
 
+    /// `revoke`, counted against `limit` in the same round trip where the backend can:
+    /// over the limit nothing is revoked. The count follows [`hit_over_limit`].
+    async fn revoke_limited(
+        &self,
+        limit: RateLimit<'_>,
+        digest: &TokenDigest,
+        merchant: &MerchantId,
+        revoked_at_ms: i64,
+        retention: Duration,
+    ) -> Result<Limited<Revocation>, StoreError> {
+        let revoke = self.revoke(digest, merchant, revoked_at_ms, retention);
+        count_then(self, limit, revoke).await
+    }
+
     /// How many sessions are open (payable) now for each of `merchants`, in that order.
     /// Exact even for sessions that expired with nobody asking; never scans the keyspace.
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError>;

@@ -698,9 +698,14 @@ async fn the_api_rate_limit_answers_429_with_retry_after(backend: Backend) {
     let metrics = app.scrape_metrics().await;
     let active = metric(&metrics, "paylink_active_sessions{merchant=\"acme\"}");
     assert_eq!(active, Some(2.0), "sessions in the store");
-    // Reads share the budget, known token or not.
+    // Reads and revokes share the budget, known token or not; over it nothing is revoked.
     assert_eq!(app.get_session(&tokens[0]).await.status, 429);
     assert_eq!(app.get_session("not-a-token").await.status, 429);
+    assert_eq!(app.revoke_session(&tokens[0]).await.status, 429);
+    assert_eq!(app.revoke_session("not-a-token").await.status, 429);
+    let metrics = app.scrape_metrics().await;
+    let active = metric(&metrics, "paylink_active_sessions{merchant=\"acme\"}");
+    assert_eq!(active, Some(2.0), "sessions still open");
     // Limits are per merchant: globex is unaffected.
     let other = app
         .post_session_as(

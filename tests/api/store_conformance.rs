@@ -577,6 +577,50 @@ async fn a_limited_claim_claims_within_the_limit_and_not_over_it(t: StoreUnderTe
     );
 }
 
+async fn a_limited_revoke_revokes_within_the_limit_and_nothing_over_it(t: StoreUnderTest) {
+    let store = t.store.as_ref();
+    let limit = RateLimit {
+        key: "api:acme",
+        window: Duration::from_secs(60),
+        max: 1,
+    };
+    let acme = merchant("acme");
+    let (first, _) = open_session(store, Duration::from_secs(60)).await;
+    let (second, _) = open_session(store, Duration::from_secs(60)).await;
+    let revoked = store
+        .revoke_limited(limit, &first, &acme, now_ms(), RETENTION)
+        .await;
+    assert!(
+        matches!(revoked, Ok(Limited::Ran(Revocation::Revoked(_)))),
+        "{revoked:?}"
+    );
+    match store
+        .revoke_limited(limit, &second, &acme, now_ms(), RETENTION)
+        .await
+    {
+        Ok(Limited::Over(hit)) => assert_eq!(hit.count, 2),
+        other => panic!("revoked over the limit: {other:?}"),
+    }
+    let second_now = store.load(&second).await.unwrap().unwrap();
+    assert_eq!(second_now.stored_status, SessionStatus::Open, "left alone");
+    // Within the limit the answers are `revoke`'s.
+    let roomy = RateLimit { max: 10, ..limit };
+    let again = store
+        .revoke_limited(roomy, &first, &acme, now_ms(), RETENTION)
+        .await;
+    assert!(
+        matches!(again, Ok(Limited::Ran(Revocation::NotOpen(_)))),
+        "{again:?}"
+    );
+    let other = store
+        .revoke_limited(roomy, &second, &merchant("globex"), now_ms(), RETENTION)
+        .await;
+    assert!(
+        matches!(other, Ok(Limited::Ran(Revocation::NotFound))),
+        "{other:?}"
+    );
+}
+
 async fn active_sessions_count_open_links_only_and_follow_expiry_unasked(t: StoreUnderTest) {
     let store = t.store.as_ref();
     let (acme, globex) = (merchant("acme"), merchant("globex"));
@@ -687,6 +731,7 @@ conformance!(
     a_counted_load_counts_like_a_hit_and_reads_like_a_load,
     a_limited_create_creates_within_the_limit_and_nothing_over_it,
     a_limited_claim_claims_within_the_limit_and_not_over_it,
+    a_limited_revoke_revokes_within_the_limit_and_nothing_over_it,
     active_sessions_count_open_links_only_and_follow_expiry_unasked,
     repeated_declines_lock_payments_until_the_lock_ends,
     the_store_answers_a_ping,
