@@ -259,7 +259,7 @@ pub async fn create(
     counted_step(
         || api_bucket(&merchant),
         settings.api_rate_limit_per_minute,
-        store.create(&digest, &record, retention),
+        async || store.create(&digest, &record, retention).await,
         async |limit| {
             store
                 .create_limited(limit, &digest, &record, retention)
@@ -399,7 +399,7 @@ pub async fn revoke(
     let revoked = counted_step(
         || api_bucket(&merchant),
         state.settings.api_rate_limit_per_minute,
-        store.revoke(&digest, &merchant.id, now, retention),
+        async || store.revoke(&digest, &merchant.id, now, retention).await,
         async |limit| {
             let revoke = store.revoke_limited(limit, &digest, &merchant.id, now, retention);
             revoke.await

@@ -63,11 +63,11 @@ pub(crate) async fn rate_limit(
 pub(crate) async fn counted_step<T>(
     bucket: impl FnOnce() -> String,
     max: u64,
-    plain: impl Future<Output = Result<T, StoreError>>,
+    plain: impl AsyncFnOnce() -> Result<T, StoreError>,
     limited: impl AsyncFnOnce(RateLimit<'_>) -> Result<Limited<T>, StoreError>,
 ) -> Result<T, Refused> {
     if max == 0 {
-        return Ok(plain.await?);
+        return Ok(plain().await?);
     }
     let key = bucket();
     within(limited(per_minute(&key, max)).await?)
