@@ -13,6 +13,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const ACME_KEY: &str = "sk_test_acme_0123456789abcdef";
@@ -53,11 +54,24 @@ macro_rules! on_every_backend {
     };
 }
 
+/// A free loopback port for a `redis-server`, from 10000–19999: below the kernel's ephemeral
+/// range (32768 and up on Linux), so that no outgoing connection of a parallel test can
+/// take it between this check and the server's bind, and with its cluster-bus port (+10000)
+/// free and out of that range too. Successive calls try different ports.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        // 97 is coprime with 10000: the candidates run through every port of the range.
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(97));
+        let port = 10_000 + u16::try_from(n % 10_000).expect("below 10000");
+        if [port, port + 10_000]
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
+            return port;
+        }
+    }
 }
 
 /// A real `redis-server` of this test's own, on a free loopback port. Killed on drop.
@@ -73,16 +87,22 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// Starts with extra `redis-server` arguments (e.g. AOF settings).
+    /// Starts with extra `redis-server` arguments (e.g. AOF settings). A server that exits at
+    /// once (its port taken after all) is started again on another port.
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let server = RedisServer {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("a temp dir for redis"),
-            child: std::sync::Mutex::new(None),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        server.restart();
-        server
+        for _ in 0..5 {
+            let server = RedisServer {
+                port: free_port(),
+                dir: tempfile::tempdir().expect("a temp dir for redis"),
+                child: std::sync::Mutex::new(None),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            };
+            *server.child.lock().unwrap() = Some(server.spawn_process());
+            if server.answers_ping() {
+                return server;
+            }
+        }
+        panic!("redis-server exited at start on 5 ports in a row")
     }
 
     pub fn url(&self) -> String {
@@ -130,10 +150,22 @@ impl RedisServer {
     }
 
     fn wait_for_ping(&self) {
+        assert!(self.answers_ping(), "redis-server exited at start");
+    }
+
+    /// Waits until the server answers PING (true) or its process has exited (false).
+    fn answers_ping(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if self.cli(&["PING"]).trim() == "PONG" {
-                return;
+                return true;
+            }
+            let exited = match self.child.lock().unwrap().as_mut() {
+                Some(child) => child.try_wait().ok().flatten().is_some(),
+                None => true,
+            };
+            if exited {
+                return false;
             }
             assert!(Instant::now() < deadline, "redis-server did not come up");
             std::thread::sleep(Duration::from_millis(20));
