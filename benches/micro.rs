@@ -1,16 +1,22 @@
 //! Micro-benchmarks of the pure work on every payer request: the token (generate, parse,
-//! digest, tokenRef), amount formatting, and rendering the pay page.
+//! digest, tokenRef), amount formatting, rendering the pay page, and the lifecycle event a
+//! page view emits.
 //!
 //! `cargo bench --bench micro` (add `-- --quick` for a rough number in a few seconds).
 //! The load harness (`bench/run`) shows how these add up under HTTP load.
 
 use askama::Template;
 use criterion::{Criterion, criterion_group, criterion_main};
-use paylink::domain::{Amount, Currency};
+use paylink::domain::{Amount, Currency, Description, MerchantId, OrderId};
+use paylink::lifecycle::{Lifecycle, LifecycleEvent};
+use paylink::metrics::Metrics;
 use paylink::routes::{clock_time, rfc3339};
-use paylink::session::PaymentToken;
+use paylink::session::{PaymentToken, SessionRecord, SessionStatus};
+use paylink::telemetry::{BatchWriter, JsonLines, JsonSpanFields};
 use paylink::templates::{FormField, PayPage};
 use std::hint::black_box;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
 
 const EXPIRES_AT_MS: i64 = 1_796_402_321_123;
 const NOW_MS: i64 = EXPIRES_AT_MS - 900_000;
@@ -87,5 +93,48 @@ fn pay_page(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, token, amount, pay_page);
+/// The `session.viewed` event a page view emits, as the server does it: the JSON line into
+/// the log's batch writer (its thread writes to a sink here), inside a request span like the
+/// server's, plus the event's metric and the dashboard's counts and recent-events ring.
+/// One thread, so no contention with another worker.
+fn lifecycle(c: &mut Criterion) {
+    let (writer, _guard) = BatchWriter::start(std::io::sink());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("info"))
+        .with_writer(writer)
+        .fmt_fields(JsonSpanFields)
+        .event_format(JsonLines)
+        .finish();
+    let lifecycle = Lifecycle::new(Arc::new(Metrics::new()));
+    let record = SessionRecord {
+        merchant_id: MerchantId::parse("acme").unwrap(),
+        order_id: OrderId::parse("ord_20261204_000123").unwrap(),
+        amount: Amount::new(1999).unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        description: Some(Description::parse("2 tickets, Saturday 12 December, row F").unwrap()),
+        created_at_ms: NOW_MS,
+        expires_at_ms: EXPIRES_AT_MS,
+        stored_status: SessionStatus::Open,
+        paid_at_ms: None,
+        revoked_at_ms: None,
+        card_last4: None,
+    };
+    let digest = PaymentToken::generate().unwrap().digest();
+    let mut group = c.benchmark_group("lifecycle");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!(
+            "request",
+            method = "GET",
+            route = "/pay/{token}",
+            request_id = "0b6cf5d2-64b5-4f8a-9c1e-3d2a7f1e9b40",
+        );
+        let _entered = span.enter();
+        group.bench_function("emit session.viewed (JSON line, metric, dashboard)", |b| {
+            b.iter(|| lifecycle.emit(LifecycleEvent::Viewed, black_box(&record), &digest))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, token, amount, pay_page, lifecycle);
 criterion_main!(benches);
