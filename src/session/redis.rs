@@ -948,20 +948,25 @@ where
         })
     }
 
-    /// Runs a step's script made by [`under_limit`], with the step's `keys` and `args`.
-    async fn limited<T: redis::FromRedisValue + Send>(
+    /// Runs a step's script made by [`under_limit`], with the step's `keys` and `args`, and
+    /// `then` on the step's reply when the step ran.
+    async fn limited<R: redis::FromRedisValue + Send, T>(
         &self,
         script: &'static Script,
         limit: RateLimit<'_>,
         keys: &[String],
         args: Vec<Vec<u8>>,
+        then: impl AsyncFnOnce(R) -> Result<T, StoreError>,
     ) -> Result<Limited<T>, StoreError> {
         let keys = [&[rate_key(limit.key)], keys].concat();
         let args = [vec![arg(millis(limit.window)), arg(limit.max)], args].concat();
         let reply: Vec<Value> = self.script(script, &keys, args).await?;
         let corrupt = |e: redis::ParsingError| StoreError::Corrupt(e.to_string());
         match <[Value; 3]>::try_from(reply) {
-            Ok([_, _, step]) => Ok(Limited::Ran(T::from_redis_value(step).map_err(corrupt)?)),
+            Ok([_, _, step]) => {
+                let reply = R::from_redis_value(step).map_err(corrupt)?;
+                Ok(Limited::Ran(then(reply).await?))
+            }
             Err(hit) => {
                 let (count, left): (u64, u64) =
                     redis::from_redis_value(Value::Array(hit)).map_err(corrupt)?;
@@ -1143,16 +1148,9 @@ where
             return count_then(self, limit, self.create(digest, record, retention)).await;
         }
         let (keys, args) = self.create_call(digest, record, retention);
-        let created = match self
-            .limited(&CREATE_LIMITED, limit, &keys, args)
-            .await?
-            .ran()
-        {
-            Ok(created) => created,
-            Err(not_run) => return Ok(not_run),
-        };
-        let created = self.created(created, &keys, digest, record).await?;
-        Ok(Limited::Ran(created))
+        let then = async |created| self.created(created, &keys, digest, record).await;
+        self.limited(&CREATE_LIMITED, limit, &keys, args, then)
+            .await
     }
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
@@ -1192,12 +1190,9 @@ where
             return count_then(self, limit, self.begin_payment(digest, lease, claim)).await;
         }
         let (keys, args) = begin_payment_call(digest, lease, claim);
-        let limited = self.limited(&BEGIN_PAYMENT_LIMITED, limit, &keys, args);
-        let reply = match limited.await?.ran() {
-            Ok(reply) => reply,
-            Err(not_run) => return Ok(not_run),
-        };
-        Ok(Limited::Ran(self.begun(reply, &keys, digest, claim).await?))
+        let then = async |reply| self.begun(reply, &keys, digest, claim).await;
+        self.limited(&BEGIN_PAYMENT_LIMITED, limit, &keys, args, then)
+            .await
     }
 
     async fn complete_payment(
@@ -1275,17 +1270,9 @@ where
             return count_then(self, limit, revoke).await;
         }
         let (keys, args) = self.revoke_call(digest, merchant, revoked_at_ms, retention);
-        let reply = match self
-            .limited(&REVOKE_LIMITED, limit, &keys, args)
-            .await?
-            .ran()
-        {
-            Ok(reply) => reply,
-            Err(not_run) => return Ok(not_run),
-        };
-        Ok(Limited::Ran(
-            self.revoked(reply, &keys, digest, merchant).await?,
-        ))
+        let then = async |reply| self.revoked(reply, &keys, digest, merchant).await;
+        self.limited(&REVOKE_LIMITED, limit, &keys, args, then)
+            .await
     }
 
     async fn mark_expired(

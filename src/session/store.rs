@@ -106,17 +106,6 @@ pub enum Limited<T> {
     CounterTimedOut,
 }
 
-impl<T> Limited<T> {
-    /// The step's result, or else the answer without one, as a `Limited` of any type.
-    pub fn ran<U>(self) -> Result<T, Limited<U>> {
-        match self {
-            Limited::Ran(result) => Ok(result),
-            Limited::Over(hit) => Err(Limited::Over(hit)),
-            Limited::CounterTimedOut => Err(Limited::CounterTimedOut),
-        }
-    }
-}
-
 /// Counts one hit on `limit`'s counter: the hit when it went over the limit, `None` when
 /// it did not or could not be counted (a store that answers but cannot count does not block
 /// traffic), `Timeout` when the counter did not answer in time.
