@@ -12,7 +12,7 @@ use crate::session::{
     ExpiredSession, LazyClusterConnection, MemoryStore, RedisStore, SessionStore, connect_redis,
     spawn_cluster_expiry_watcher, spawn_expiry_catch_up, spawn_expiry_watcher,
 };
-use crate::telemetry::{RedactedRootSpan, route_pattern};
+use crate::telemetry::{PAY_ROUTE, RedactedRootSpan, route_pattern};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -112,6 +112,16 @@ impl Application {
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/favicon.ico", web::get().to(HttpResponse::NoContent))
                 .route("/api/v1/openapi.json", web::get().to(openapi::spec))
+                // The pay page first: it is the hottest route, and each route before it
+                // is tried (and a dynamic one's regex run) on every view.
+                .service(
+                    web::resource(PAY_ROUTE)
+                        .route(web::get().to(pay::show))
+                        .route(web::head().to(pay::show))
+                        .route(web::post().to(pay::submit))
+                        .default_service(web::to(pay::method_not_allowed)),
+                )
+                .route("/pay/{tail:.*}", web::route().to(pay::malformed_link))
                 .service(
                     web::resource("/api/v1/sessions")
                         .route(web::post().to(merchant_api::create))
@@ -123,14 +133,6 @@ impl Application {
                         .route(web::delete().to(merchant_api::revoke))
                         .default_service(web::to(merchant_api::method_not_allowed_on_session)),
                 )
-                .service(
-                    web::resource("/pay/{token}")
-                        .route(web::get().to(pay::show))
-                        .route(web::head().to(pay::show))
-                        .route(web::post().to(pay::submit))
-                        .default_service(web::to(pay::method_not_allowed)),
-                )
-                .route("/pay/{tail:.*}", web::route().to(pay::malformed_link))
                 .configure(|cfg| {
                     if admin_enabled {
                         admin::configure(cfg);
@@ -247,7 +249,7 @@ async fn track_latency(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = std::time::Instant::now();
     let route = route_pattern(&req);
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|state| state.metrics.clone());
@@ -255,7 +257,7 @@ async fn track_latency(
     if let Some(metrics) = metrics {
         metrics
             .http_duration
-            .with_label_values(&[&method, &route, response.status().as_str()])
+            .with_label_values(&[method.as_str(), &route, response.status().as_str()])
             .observe(start.elapsed().as_secs_f64());
     }
     Ok(response)

@@ -42,23 +42,32 @@ impl Amount {
     /// The major-unit figure with the currency's exponent: 1999 USD → "19.99",
     /// 1999 JPY → "1999", 1999 KWD → "1.999".
     pub fn format(&self, currency: Currency) -> String {
-        let exponent = u32::from(currency.exponent());
-        let scale = 10u64.pow(exponent);
-        let mut out = (self.0 / scale).to_string();
-        if exponent > 0 {
-            let _ = write!(
-                out,
-                ".{:0width$}",
-                self.0 % scale,
-                width = exponent as usize
-            );
-        }
+        let mut out = String::with_capacity(20);
+        self.push_figure(currency, &mut out);
         out
     }
 
     /// `"USD 19.99"`: the code, then the figure, as payers see it.
     pub fn display_with(&self, currency: Currency) -> String {
-        format!("{} {}", currency.code(), self.format(currency))
+        let mut out = String::with_capacity(24);
+        out.push_str(currency.code());
+        out.push(' ');
+        self.push_figure(currency, &mut out);
+        out
+    }
+
+    fn push_figure(&self, currency: Currency, out: &mut String) {
+        let exponent = u32::from(currency.exponent());
+        let scale = 10u64.pow(exponent);
+        let _ = write!(out, "{}", self.0 / scale);
+        if exponent > 0 {
+            out.push('.');
+            let fraction = self.0 % scale;
+            for place in (0..exponent).rev() {
+                let digit = fraction / 10u64.pow(place) % 10;
+                out.push(char::from(b'0' + digit as u8));
+            }
+        }
     }
 }
 

@@ -208,17 +208,48 @@ fn datetime(ms: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// RFC 3339 in UTC with milliseconds: `2026-12-04T16:38:41.123Z`.
+/// RFC 3339 in UTC with milliseconds: `2026-12-04T16:38:41.123Z`. Written digit by digit,
+/// as is [`clock_time`]: both are on every pay page, and the `time` crate's formatter
+/// walks its format description on every call. (Years are 0000-9999; an instant before
+/// year 0 is not one of ours and is written as year 0.)
 pub fn rfc3339(ms: i64) -> String {
-    let fmt =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    datetime(ms).format(fmt).unwrap_or_default()
+    let t = datetime(ms);
+    let mut out = String::with_capacity(24);
+    push_digits(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
+    out.push('-');
+    push_digits(&mut out, u8::from(t.month()).into(), 2);
+    out.push('-');
+    push_digits(&mut out, t.day().into(), 2);
+    out.push('T');
+    push_hh_mm_ss(&mut out, t);
+    out.push('.');
+    push_digits(&mut out, t.millisecond().into(), 3);
+    out.push('Z');
+    out
 }
 
 /// What a payer reads: `16:53:12 UTC`.
 pub fn clock_time(ms: i64) -> String {
-    let fmt = format_description!("[hour]:[minute]:[second] UTC");
-    datetime(ms).format(fmt).unwrap_or_default()
+    let mut out = String::with_capacity(12);
+    push_hh_mm_ss(&mut out, datetime(ms));
+    out.push_str(" UTC");
+    out
+}
+
+fn push_hh_mm_ss(out: &mut String, t: OffsetDateTime) {
+    push_digits(out, t.hour().into(), 2);
+    out.push(':');
+    push_digits(out, t.minute().into(), 2);
+    out.push(':');
+    push_digits(out, t.second().into(), 2);
+}
+
+/// The last `width` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = value / 10u32.pow(place) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// A date and time for a receipt: `4 Dec 2026, 16:53 UTC`.
@@ -237,5 +268,13 @@ mod tests {
         assert_eq!(rfc3339(1_796_402_321_123), "2026-12-04T16:38:41.123Z");
         assert_eq!(clock_time(1_796_402_321_123), "16:38:41 UTC");
         assert_eq!(date_time(1_796_402_321_123), "4 Dec 2026, 16:38 UTC");
+        // Padding, and the first and last instant of a day.
+        assert_eq!(rfc3339(1_704_067_200_007), "2024-01-01T00:00:00.007Z");
+        assert_eq!(clock_time(1_704_067_200_007), "00:00:00 UTC");
+        assert_eq!(rfc3339(1_704_153_599_999), "2024-01-01T23:59:59.999Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Out of the representable range: the epoch, as before.
+        assert_eq!(rfc3339(i64::MAX), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -320,6 +320,53 @@ async fn dashboard_and_metrics_count_exactly_the_open_links(backend: Backend) {
     }
 }
 
+/// The latency metric names each request's route pattern. The pay page's pattern is told
+/// without the router (`is_pay_route`), so it must agree with the router at its edges:
+/// one segment after `/pay/` is the page, anything else under `/pay/` is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_labelled_with_the_route_the_router_chose() {
+    let mut options = AppOptions::new(Backend::Memory);
+    options.admin_token = Some(ADMIN_TOKEN.into());
+    let app = spawn_app_with(options).await;
+    let unknown = "f".repeat(64);
+    let requests = [
+        ("GET", format!("/pay/{unknown}"), 410),
+        ("GET", "/pay/short".to_owned(), 410),
+        ("GET", format!("/pay/{unknown}/more"), 410),
+        ("GET", "/pay/".to_owned(), 410),
+        ("PUT", format!("/pay/{unknown}"), 405),
+        ("GET", format!("/api/v1/sessions/{unknown}"), 401),
+    ];
+    for (method, path, status) in &requests {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), *status, "{path}");
+    }
+    let text = app.scrape_metrics().await;
+    let count = |method: &str, route: &str, status: &str| {
+        metric(
+            &text,
+            &format!(
+                "paylink_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+            ),
+        )
+    };
+    assert_eq!(count("GET", "/pay/{token}", "410"), Some(2.0), "{text}");
+    assert_eq!(count("GET", "/pay/{tail:.*}", "410"), Some(2.0), "{text}");
+    assert_eq!(count("PUT", "/pay/{token}", "405"), Some(1.0), "{text}");
+    assert_eq!(
+        count("GET", "/api/v1/sessions/{token}", "401"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains(&unknown), "no token in a metric");
+}
+
 async fn admin_is_off_without_a_token_and_guarded_with_one(backend: Backend) {
     let off = spawn_app(backend).await;
     for path in ["/admin", "/admin/metrics"] {
