@@ -10,3 +10,4 @@ pub mod session;
 pub mod startup;
 pub mod telemetry;
 pub mod templates;
+pub mod text;

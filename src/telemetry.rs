@@ -3,6 +3,7 @@
 //! path).
 
 use crate::config::LogFormat;
+use crate::text;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
@@ -116,19 +117,11 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let now = time::OffsetDateTime::now_utc();
-        write!(
-            writer,
-            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.microsecond(),
-            meta.level()
-        )?;
+        writer.write_str("{\"timestamp\":\"")?;
+        text::write_rfc3339(&mut writer, time::OffsetDateTime::now_utc(), 6)?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
         let mut fields = JsonFieldWriter {
             out: &mut writer,
             result: Ok(()),
@@ -247,27 +240,26 @@ fn write_json_str(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
 struct JsonEscaped<W>(W);
 
 impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
-    /// Byte by byte: every byte that needs escaping is ASCII, and no byte of a multi-byte
-    /// character is below 0x80, so the slices between them stay whole characters.
+    /// Every byte that needs escaping is ASCII, and no byte of a multi-byte character is
+    /// below 0x80, so the slices between them stay whole characters.
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        let bytes = text.as_bytes();
         let mut plain = 0;
-        for (i, &b) in text.as_bytes().iter().enumerate() {
-            let escaped = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&text[plain..i])?;
-            if escaped.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escaped)?;
+        while let Some(offset) = bytes[plain..]
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        {
+            let at = plain + offset;
+            self.0.write_str(&text[plain..at])?;
+            match bytes[at] {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                control => write!(self.0, "\\u{control:04x}")?,
             }
-            plain = i + 1;
+            plain = at + 1;
         }
         self.0.write_str(&text[plain..])
     }

@@ -1,4 +1,5 @@
 use super::Currency;
+use crate::text;
 use std::fmt::Write as _;
 
 /// A positive amount in the minor units of its currency (1999 = USD 19.99 = JPY 1999),
@@ -62,11 +63,7 @@ impl Amount {
         let _ = write!(out, "{}", self.0 / scale);
         if exponent > 0 {
             out.push('.');
-            let fraction = self.0 % scale;
-            for place in (0..exponent).rev() {
-                let digit = fraction / 10u64.pow(place) % 10;
-                out.push(char::from(b'0' + digit as u8));
-            }
+            let _ = text::write_digits(out, self.0 % scale, exponent);
         }
     }
 }

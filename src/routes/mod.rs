@@ -11,6 +11,7 @@ use crate::session::{
     Limited, RateLimit, RateLimitHit, SessionRecord, StoreError, TokenDigest, hit_over_limit,
 };
 use crate::startup::AppState;
+use crate::text;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
 use std::net::IpAddr;
@@ -208,48 +209,19 @@ fn datetime(ms: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// RFC 3339 in UTC with milliseconds: `2026-12-04T16:38:41.123Z`. Written digit by digit,
-/// as is [`clock_time`]: both are on every pay page, and the `time` crate's formatter
-/// walks its format description on every call. (Years are 0000-9999; an instant before
-/// year 0 is not one of ours and is written as year 0.)
+/// RFC 3339 in UTC with milliseconds: `2026-12-04T16:38:41.123Z`.
 pub fn rfc3339(ms: i64) -> String {
-    let t = datetime(ms);
     let mut out = String::with_capacity(24);
-    push_digits(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
-    out.push('-');
-    push_digits(&mut out, u8::from(t.month()).into(), 2);
-    out.push('-');
-    push_digits(&mut out, t.day().into(), 2);
-    out.push('T');
-    push_hh_mm_ss(&mut out, t);
-    out.push('.');
-    push_digits(&mut out, t.millisecond().into(), 3);
-    out.push('Z');
+    let _ = text::write_rfc3339(&mut out, datetime(ms), 3);
     out
 }
 
 /// What a payer reads: `16:53:12 UTC`.
 pub fn clock_time(ms: i64) -> String {
     let mut out = String::with_capacity(12);
-    push_hh_mm_ss(&mut out, datetime(ms));
+    let _ = text::write_clock(&mut out, datetime(ms));
     out.push_str(" UTC");
     out
-}
-
-fn push_hh_mm_ss(out: &mut String, t: OffsetDateTime) {
-    push_digits(out, t.hour().into(), 2);
-    out.push(':');
-    push_digits(out, t.minute().into(), 2);
-    out.push(':');
-    push_digits(out, t.second().into(), 2);
-}
-
-/// The last `width` decimal digits of `value`, zero-padded.
-fn push_digits(out: &mut String, value: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = value / 10u32.pow(place) % 10;
-        out.push(char::from(b'0' + digit as u8));
-    }
 }
 
 /// A date and time for a receipt: `4 Dec 2026, 16:53 UTC`.
