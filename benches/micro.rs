@@ -75,7 +75,8 @@ fn realistic_page() -> PayPage<'static> {
         expires_at_ms: EXPIRES_AT_MS,
         now_ms: NOW_MS,
         decline_reason: None,
-        fields: FormField::card_form(&[]),
+        fields: FormField::card_form_html(&[]),
+        has_errors: false,
     }
 }
 

@@ -4,6 +4,8 @@ use crate::domain::{CardError, CardField};
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use askama::Template;
+use std::borrow::Cow;
+use std::sync::LazyLock;
 
 /// Bytes reserved for a rendered page; the pay page with every error shown is about 3 KB.
 const PAGE_CAPACITY: usize = 4 * 1024;
@@ -37,6 +39,26 @@ pub struct FormField {
 }
 
 impl FormField {
+    /// The card form's inputs as HTML, marked with `errors`. Without errors, as on every
+    /// view of an open link, they are the same on every page and are rendered only once.
+    pub fn card_form_html(errors: &[CardError]) -> Cow<'static, str> {
+        static UNMARKED: LazyLock<String> = LazyLock::new(|| FormField::render_form(&[]));
+        if errors.is_empty() {
+            Cow::Borrowed(UNMARKED.as_str())
+        } else {
+            Cow::Owned(FormField::render_form(errors))
+        }
+    }
+
+    /// Rendering into a `String` fails only if a value's `Display` does, and no field's
+    /// value can.
+    fn render_form(errors: &[CardError]) -> String {
+        let fields = CardFields {
+            fields: FormField::card_form(errors),
+        };
+        fields.render().unwrap_or_default()
+    }
+
     /// The card form's four inputs, marked with `errors`.
     pub fn card_form(errors: &[CardError]) -> Vec<FormField> {
         let error_for =
@@ -95,13 +117,16 @@ pub struct PayPage<'a> {
     pub expires_at_ms: i64,
     pub now_ms: i64,
     pub decline_reason: Option<String>,
-    pub fields: Vec<FormField>,
+    /// The card form's inputs, from [`FormField::card_form_html`].
+    pub fields: Cow<'static, str>,
+    pub has_errors: bool,
 }
 
-impl PayPage<'_> {
-    pub fn has_errors(&self) -> bool {
-        self.fields.iter().any(|f| f.error.is_some())
-    }
+/// The card form's inputs, each marked with its error if it has one.
+#[derive(Template)]
+#[template(path = "card_fields.html")]
+struct CardFields {
+    fields: Vec<FormField>,
 }
 
 /// After an approved payment.

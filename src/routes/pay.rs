@@ -71,7 +71,8 @@ fn pay_page(
         expires_at_ms: record.expires_at_ms,
         now_ms: now_ms(),
         decline_reason,
-        fields: FormField::card_form(errors),
+        fields: FormField::card_form_html(errors),
+        has_errors: !errors.is_empty(),
     };
     render(status, &page)
 }
