@@ -12,7 +12,7 @@ use crate::session::{
     ExpiredSession, LazyClusterConnection, MemoryStore, RedisStore, SessionStore, connect_redis,
     spawn_cluster_expiry_watcher, spawn_expiry_catch_up, spawn_expiry_watcher,
 };
-use crate::telemetry::{PAY_ROUTE, RedactedRootSpan, route_pattern};
+use crate::telemetry::{RedactedRootSpan, route_pattern};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -112,16 +112,8 @@ impl Application {
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/favicon.ico", web::get().to(HttpResponse::NoContent))
                 .route("/api/v1/openapi.json", web::get().to(openapi::spec))
-                // The pay page first: it is the hottest route, and each route before it
-                // is tried (and a dynamic one's regex run) on every view.
-                .service(
-                    web::resource(PAY_ROUTE)
-                        .route(web::get().to(pay::show))
-                        .route(web::head().to(pay::show))
-                        .route(web::post().to(pay::submit))
-                        .default_service(web::to(pay::method_not_allowed)),
-                )
-                .route("/pay/{tail:.*}", web::route().to(pay::malformed_link))
+                // The payer's pages, routed by `pay::route` itself (see there why).
+                .service(web::scope("/pay").default_service(web::to(pay::route)))
                 .service(
                     web::resource("/api/v1/sessions")
                         .route(web::post().to(merchant_api::create))

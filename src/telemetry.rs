@@ -3,6 +3,7 @@
 //! path).
 
 use crate::config::LogFormat;
+use crate::routes::pay;
 use crate::text;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -54,29 +55,19 @@ pub struct RedactedRootSpan;
 #[derive(Clone)]
 pub struct Route(pub Cow<'static, str>);
 
-/// The pay page's route, which `startup` registers before any other route under `/pay/`.
-pub const PAY_ROUTE: &str = "/pay/{token}";
-
 /// The pattern of the route that matches `request` (`/pay/{token}`, never the path, which
 /// may hold a token), or `unmatched`.
 pub fn route_pattern(request: &ServiceRequest) -> Cow<'static, str> {
     if let Some(Route(route)) = request.extensions().get::<Route>() {
         return route.clone();
     }
-    if is_pay_route(request.path()) {
-        return Cow::Borrowed(PAY_ROUTE);
+    // The pay pages are routed by hand: the router knows only their scope.
+    if let Some(route) = pay::route_of(request.path()) {
+        return Cow::Borrowed(route);
     }
     request
         .match_pattern()
         .map_or(Cow::Borrowed("unmatched"), Cow::Owned)
-}
-
-/// Whether `path` is one the pay page's route matches (`/pay/` and one segment), told
-/// without the router's regex: the pay page is the hottest path, and its pattern would
-/// otherwise be looked up twice, once here and once by the router.
-fn is_pay_route(path: &str) -> bool {
-    path.strip_prefix("/pay/")
-        .is_some_and(|token| !token.is_empty() && !token.contains('/'))
 }
 
 impl RootSpanBuilder for RedactedRootSpan {

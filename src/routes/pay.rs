@@ -15,7 +15,7 @@ use crate::session::{
 };
 use crate::startup::AppState;
 use crate::templates::{FormField, PayPage, ReceiptPage, render};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -129,43 +129,85 @@ async fn load_for_view(
     Ok(load_counted(state, bucket, max, digest).await?)
 }
 
-/// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise. No span
-/// of its own: the request span's route already names it, and this is the hottest path.
-pub async fn show(
+/// The pay page's route pattern, as the request span and the latency metric name it.
+pub const ROUTE: &str = "/pay/{token}";
+/// Every other path under `/pay/`.
+pub const OTHER_ROUTE: &str = "/pay/{tail:.*}";
+
+/// The route pattern of a path under `/pay`, or `None` for one outside it.
+pub fn route_of(path: &str) -> Option<&'static str> {
+    if token_segment(path).is_some() {
+        Some(ROUTE)
+    } else {
+        path.starts_with("/pay/").then_some(OTHER_ROUTE)
+    }
+}
+
+/// The token of `/pay/{token}`: one non-empty segment after `/pay/`.
+fn token_segment(path: &str) -> Option<&str> {
+    path.strip_prefix("/pay/")
+        .filter(|token| !token.is_empty() && !token.contains('/'))
+}
+
+/// Every request under `/pay`, routed here rather than by the router: the pay page is the
+/// hottest path, and a `/pay/{token}` resource ran a regex over each view's path, a
+/// twelfth of a view's instructions. `GET` and `HEAD` on `/pay/{token}` show the link,
+/// `POST` pays it, other methods get 405. Any other path under `/pay/` is a malformed link
+/// (410, without asking the store); `/pay` itself is not a page (404).
+pub async fn route(
     req: HttpRequest,
-    path: web::Path<String>,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let token = parse_token(&path)?;
+    let Some(token) = token_segment(req.path()) else {
+        return Err(if req.path() == "/pay" {
+            PageError::NotFound
+        } else {
+            PageError::Gone {
+                already_paid: false,
+            }
+        });
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => show(&req, token, &state).await,
+        Method::POST => submit(&req, token, payload, &state).await,
+        _ => Err(PageError::MethodNotAllowed),
+    }
+}
+
+/// `GET /pay/{token}`: 200 with the card form while the link is open, 410 otherwise. No span
+/// of its own: the request span's route already names it, and this is the hottest path.
+async fn show(req: &HttpRequest, raw: &str, state: &AppState) -> Result<HttpResponse, PageError> {
+    let token = parse_token(raw)?;
     let digest = token.digest();
-    match load_for_view(&state, &req, &digest).await? {
+    match load_for_view(state, req, &digest).await? {
         Some(record) if record.status_at(now_ms()) == SessionStatus::Open => {
             state
                 .lifecycle
                 .emit(LifecycleEvent::Viewed, &record, &digest);
-            Ok(pay_page(&state, &record, StatusCode::OK, None, &[]))
+            Ok(pay_page(state, &record, StatusCode::OK, None, &[]))
         }
-        other => Err(gone_for(&state, other.as_ref(), &digest)),
+        other => Err(gone_for(state, other.as_ref(), &digest)),
     }
 }
 
 /// `POST /pay/{token}`: validates the card, takes the link in one atomic step, charges it,
 /// and records the outcome. Only the caller that took the link reaches the processor.
 #[tracing::instrument(name = "pay", skip_all)]
-pub async fn submit(
-    req: HttpRequest,
-    path: web::Path<String>,
+async fn submit(
+    req: &HttpRequest,
+    raw: &str,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: &AppState,
 ) -> Result<HttpResponse, PageError> {
-    let token = parse_token(&path)?;
+    let token = parse_token(raw)?;
     let digest = token.digest();
     // The attempt counts against the client's limit in the store step it ends with, so
     // that a rate-limited payment costs no more round trips than one without a limit.
     let body = match read_body(payload, MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(e) => {
-            limit_pay(&state, &req).await?;
+            limit_pay(state, req).await?;
             return Err(match e {
                 BodyError::TooLarge => PageError::PayloadTooLarge,
                 BodyError::Timeout => PageError::RequestTimeout,
@@ -190,15 +232,15 @@ pub async fn submit(
     let card = match card {
         Ok(card) => card,
         Err(errors) => {
-            return match load_for_view(&state, &req, &digest).await? {
+            return match load_for_view(state, req, &digest).await? {
                 Some(record) if record.status_at(now_ms()) == SessionStatus::Open => Ok(pay_page(
-                    &state,
+                    state,
                     &record,
                     StatusCode::UNPROCESSABLE_ENTITY,
                     None,
                     &errors,
                 )),
-                other => Err(gone_for(&state, other.as_ref(), &digest)),
+                other => Err(gone_for(state, other.as_ref(), &digest)),
             };
         }
     };
@@ -207,8 +249,8 @@ pub async fn submit(
         tracing::error!(error = %e, "no payment claim id could be drawn");
         PageError::Internal
     })?;
-    let begun = claim_link(&state, &req, &digest, claim).await;
-    let begun = begun.inspect_err(|_| release_in_background(&state, digest, claim))?;
+    let begun = claim_link(state, req, &digest, claim).await;
+    let begun = begun.inspect_err(|_| release_in_background(state, digest, claim))?;
     let record = match within(begun)? {
         BeginPayment::Claimed(record) => record,
         BeginPayment::InProgress(_) => return Err(PageError::PaymentInProgress),
@@ -218,7 +260,7 @@ pub async fn submit(
                 retry_after: Duration::from_millis(left),
             });
         }
-        BeginPayment::NotOpen(record) => return Err(gone_for(&state, record.as_ref(), &digest)),
+        BeginPayment::NotOpen(record) => return Err(gone_for(state, record.as_ref(), &digest)),
     };
 
     let charge = ChargeRequest {
@@ -237,9 +279,9 @@ pub async fn submit(
                 .inc();
             let paid_at = now_ms();
             let last4 = card.number.last4();
-            let paid = record_payment(&state, &digest, &record, paid_at, last4).await;
+            let paid = record_payment(state, &digest, &record, paid_at, last4).await;
             state.lifecycle.emit(LifecycleEvent::Paid, &paid, &digest);
-            Ok(receipt(&state, &paid, paid_at, last4))
+            Ok(receipt(state, &paid, paid_at, last4))
         }
         Ok(Ok(ChargeOutcome::Declined(reason))) => {
             state
@@ -265,11 +307,11 @@ pub async fn submit(
                 Err(e) => {
                     // Not counted, perhaps; but the claim must not keep the link closed.
                     tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "could not record a decline");
-                    release_in_background(&state, digest, claim);
+                    release_in_background(state, digest, claim);
                 }
             }
             Ok(pay_page(
-                &state,
+                state,
                 &record,
                 StatusCode::PAYMENT_REQUIRED,
                 Some(reason),
@@ -278,7 +320,7 @@ pub async fn submit(
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, tokenRef = %digest.token_ref(), "payment processor failed");
-            release(&state, &digest, claim).await;
+            release(state, &digest, claim).await;
             Err(PageError::Unavailable)
         }
         Err(_) => {
@@ -403,17 +445,4 @@ fn receipt(state: &AppState, record: &SessionRecord, paid_at: i64, last4: &str) 
             paid_at_text: date_time(paid_at),
         },
     )
-}
-
-/// Anything under `/pay/` that is not `/pay/{token}` (`/pay/`, `/pay/<token>/x`): a
-/// malformed link, gone without asking the store.
-pub async fn malformed_link() -> Result<HttpResponse, PageError> {
-    Err(PageError::Gone {
-        already_paid: false,
-    })
-}
-
-/// Any other method on `/pay/{token}`.
-pub async fn method_not_allowed() -> Result<HttpResponse, PageError> {
-    Err(PageError::MethodNotAllowed)
 }

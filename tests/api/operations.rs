@@ -320,11 +320,11 @@ async fn dashboard_and_metrics_count_exactly_the_open_links(backend: Backend) {
     }
 }
 
-/// The latency metric names each request's route pattern. The pay page's pattern is told
-/// without the router (`is_pay_route`), so it must agree with the router at its edges:
-/// one segment after `/pay/` is the page, anything else under `/pay/` is not.
+/// The latency metric names each request's route pattern. The pay pages are routed by hand
+/// (`pay::route`), so their edges are pinned here: one segment after `/pay/` is the page,
+/// anything else under `/pay/` a malformed link, and `/pay` itself or `/payments` no page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_is_labelled_with_the_route_the_router_chose() {
+async fn latency_is_labelled_with_the_route_that_answered() {
     let mut options = AppOptions::new(Backend::Memory);
     options.admin_token = Some(ADMIN_TOKEN.into());
     let app = spawn_app_with(options).await;
@@ -334,7 +334,10 @@ async fn latency_is_labelled_with_the_route_the_router_chose() {
         ("GET", "/pay/short".to_owned(), 410),
         ("GET", format!("/pay/{unknown}/more"), 410),
         ("GET", "/pay/".to_owned(), 410),
+        ("HEAD", format!("/pay/{unknown}"), 410),
         ("PUT", format!("/pay/{unknown}"), 405),
+        ("GET", "/pay".to_owned(), 404),
+        ("GET", "/payments".to_owned(), 404),
         ("GET", format!("/api/v1/sessions/{unknown}"), 401),
     ];
     for (method, path, status) in &requests {
@@ -358,7 +361,9 @@ async fn latency_is_labelled_with_the_route_the_router_chose() {
     };
     assert_eq!(count("GET", "/pay/{token}", "410"), Some(2.0), "{text}");
     assert_eq!(count("GET", "/pay/{tail:.*}", "410"), Some(2.0), "{text}");
+    assert_eq!(count("HEAD", "/pay/{token}", "410"), Some(1.0), "{text}");
     assert_eq!(count("PUT", "/pay/{token}", "405"), Some(1.0), "{text}");
+    assert_eq!(count("GET", "unmatched", "404"), Some(2.0), "{text}");
     assert_eq!(
         count("GET", "/api/v1/sessions/{token}", "401"),
         Some(1.0),
