@@ -9,6 +9,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, HttpMessage};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -107,37 +108,73 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        text::write_rfc3339(&mut writer, time::OffsetDateTime::now_utc(), 6)?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = JsonFieldWriter {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(",\"target\":")?;
-        write_json_str(&mut writer, meta.target())?;
-        if let Some(scope) = ctx.event_scope() {
-            writer.write_str(",\"spans\":[")?;
-            for (i, span) in scope.from_root().enumerate() {
-                if i > 0 {
-                    writer.write_char(',')?;
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                write_json_line(ctx, &mut *line, event)?;
+                let written = writer.write_str(&line);
+                if line.capacity() > LINE_CAPACITY_KEPT {
+                    *line = String::new();
                 }
-                writer.write_str("{\"name\":")?;
-                write_json_str(&mut writer, span.name())?;
-                if let Some(stored) = span.extensions().get::<FormattedFields<JsonSpanFields>>() {
-                    writer.write_str(&stored.fields)?;
-                }
-                writer.write_char('}')?;
+                written
             }
-            writer.write_char(']')?;
-        }
-        writer.write_str("}\n")
+            // Formatting a value logged a line of its own (`tracing` drops such nested
+            // events today): this one goes straight out.
+            Err(_) => write_json_line(ctx, &mut writer, event),
+        })
     }
+}
+
+thread_local! {
+    /// Where a line is put together before it goes to the writer in one piece: a write to
+    /// a `String` is inlined, each write to the `Writer` is a dynamic call, and a line is
+    /// a few dozen writes.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The most a thread's line buffer keeps between lines; an unusually long line's room is
+/// given back.
+const LINE_CAPACITY_KEPT: usize = 16 * 1024;
+
+fn write_json_line<S, W>(
+    ctx: &FmtContext<'_, S, JsonSpanFields>,
+    out: &mut W,
+    event: &Event<'_>,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: fmt::Write,
+{
+    let meta = event.metadata();
+    out.write_str("{\"timestamp\":\"")?;
+    text::write_rfc3339(out, time::OffsetDateTime::now_utc(), 6)?;
+    out.write_str("\",\"level\":\"")?;
+    out.write_str(meta.level().as_str())?;
+    out.write_char('"')?;
+    let mut fields = JsonFieldWriter {
+        out: &mut *out,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    out.write_str(",\"target\":")?;
+    write_json_str(out, meta.target())?;
+    if let Some(scope) = ctx.event_scope() {
+        out.write_str(",\"spans\":[")?;
+        for (i, span) in scope.from_root().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            out.write_str("{\"name\":")?;
+            write_json_str(out, span.name())?;
+            if let Some(stored) = span.extensions().get::<FormattedFields<JsonSpanFields>>() {
+                out.write_str(&stored.fields)?;
+            }
+            out.write_char('}')?;
+        }
+        out.write_char(']')?;
+    }
+    out.write_str("}\n")
 }
 
 /// Keeps a span's fields as the `,"name":value` pairs [`JsonLines`] copies into each line
@@ -168,26 +205,27 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
 }
 
 /// Writes an event's or span's fields as `,"name":value` pairs.
-struct JsonFieldWriter<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct JsonFieldWriter<'a, W: fmt::Write> {
+    out: &'a mut W,
     result: fmt::Result,
 }
 
-impl JsonFieldWriter<'_, '_> {
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl<W: fmt::Write> JsonFieldWriter<'_, W> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
+        // `,"name":` in as few writes as the name allows: each is a dynamic call.
         self.result = (|| {
-            self.out.write_char(',')?;
-            write_json_str(self.out, field.name())?;
-            self.out.write_char(':')?;
+            self.out.write_str(",\"")?;
+            JsonEscaped(&mut *self.out).write_str(field.name())?;
+            self.out.write_str("\":")?;
             value(self.out)
         })();
     }
 }
 
-impl Visit for JsonFieldWriter<'_, '_> {
+impl<W: fmt::Write> Visit for JsonFieldWriter<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.field(field, |out| write_json_str(out, value));
     }
@@ -525,6 +563,42 @@ mod tests {
                 .is_ok(),
             "{stamp}"
         );
+    }
+
+    /// A value whose formatting logs a line of its own. `tracing` drops such a nested event
+    /// (its dispatcher is busy with the outer one); the outer line and the next come out
+    /// whole from the thread's line buffer.
+    #[test]
+    fn a_line_logged_while_another_is_formatted_leaves_the_lines_whole() {
+        struct Loud;
+        impl fmt::Display for Loud {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                tracing::info!(depth = 2, "inner");
+                f.write_str("outer value")
+            }
+        }
+        let out = Shared::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(value = %Loud, "outer");
+            tracing::info!("after");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        let messages: Vec<&str> = lines
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(messages, ["outer", "after"], "{text}");
+        assert_eq!(lines[0]["value"], "outer value");
     }
 
     #[test]
