@@ -5,6 +5,7 @@ pub mod lifecycle;
 pub mod merchants;
 pub mod metrics;
 pub mod payments;
+pub mod per_thread;
 pub mod routes;
 pub mod session;
 pub mod startup;

@@ -3,9 +3,10 @@
 //! dashboard.
 
 use crate::metrics::Metrics;
+use crate::per_thread::PerThread;
 use crate::session::{SessionRecord, TokenDigest, now_ms};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The steps of a session's life that operators see in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,17 +75,18 @@ struct History {
     since_start: [u64; 7],
 }
 
-/// Where lifecycle events go: the log, the metrics, and the dashboard's history.
+/// Where lifecycle events go: the log, the metrics, and the dashboard's history (kept per
+/// thread: a pay view must not wait on, or pull in, a lock another worker just held).
 pub struct Lifecycle {
     metrics: Arc<Metrics>,
-    history: Mutex<History>,
+    history: PerThread<Mutex<History>>,
 }
 
 impl Lifecycle {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Lifecycle {
             metrics,
-            history: Mutex::new(History::default()),
+            history: PerThread::default(),
         }
     }
 
@@ -103,11 +105,12 @@ impl Lifecycle {
         );
         self.metrics
             .lifecycle
+            .local()
             .with_label_values(&[event.short(), record.merchant_id.as_ref()])
             .inc();
         let now = now_ms();
         let minute = now / 60_000;
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut history = lock(self.history.local());
         history.since_start[event.index()] += 1;
         match history.minutes.back_mut() {
             Some((m, counts)) if *m == minute => counts[event.index()] += 1,
@@ -139,19 +142,103 @@ impl Lifecycle {
     /// Counts by event: (last hour, since this instance started).
     pub fn counts(&self, event: LifecycleEvent) -> (u64, u64) {
         let minute = now_ms() / 60_000;
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let last_hour = history
-            .minutes
-            .iter()
-            .filter(|(m, _)| *m > minute - MINUTES as i64)
-            .map(|(_, counts)| counts[event.index()])
-            .sum();
-        (last_hour, history.since_start[event.index()])
+        let (mut last_hour, mut since_start) = (0, 0);
+        for history in self.history.all() {
+            let history = lock(history);
+            last_hour += history
+                .minutes
+                .iter()
+                .filter(|(m, _)| *m > minute - MINUTES as i64)
+                .map(|(_, counts)| counts[event.index()])
+                .sum::<u64>();
+            since_start += history.since_start[event.index()];
+        }
+        (last_hour, since_start)
     }
 
-    /// The newest events first.
+    /// The newest events first, at most [`RECENT`] of them.
     pub fn recent(&self) -> Vec<RecentEvent> {
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        history.recent.iter().rev().cloned().collect()
+        let mut recent: Vec<RecentEvent> = Vec::new();
+        for history in self.history.all() {
+            recent.extend(lock(history).recent.iter().rev().cloned());
+        }
+        // Stable: events of one thread in the same millisecond keep their order.
+        recent.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        recent.truncate(RECENT);
+        recent
+    }
+}
+
+fn lock(history: &Mutex<History>) -> MutexGuard<'_, History> {
+    history.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Amount, Currency, MerchantId, OrderId};
+    use crate::session::SessionStatus;
+
+    fn record(order: &str) -> SessionRecord {
+        SessionRecord {
+            merchant_id: MerchantId::parse("acme").unwrap(),
+            order_id: OrderId::parse(order).unwrap(),
+            amount: Amount::new(1999).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            description: None,
+            created_at_ms: 1_000,
+            expires_at_ms: 901_000,
+            stored_status: SessionStatus::Open,
+            paid_at_ms: None,
+            revoked_at_ms: None,
+            card_last4: None,
+        }
+    }
+
+    /// Each thread keeps its own history; the dashboard's view is all of them together.
+    #[test]
+    fn events_from_many_threads_are_counted_and_listed_together() {
+        let lifecycle = Arc::new(Lifecycle::new(Arc::new(Metrics::new())));
+        let threads: Vec<_> = (0..10)
+            .map(|t| {
+                let lifecycle = lifecycle.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let digest = TokenDigest::from_bytes([t; 32]);
+                        let record = record(&format!("ord_{t}_{i}"));
+                        lifecycle.emit(LifecycleEvent::Viewed, &record, &digest);
+                    }
+                    let last = record(&format!("ord_{t}_last"));
+                    lifecycle.emit(
+                        LifecycleEvent::Paid,
+                        &last,
+                        &TokenDigest::from_bytes([t; 32]),
+                    );
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(lifecycle.counts(LifecycleEvent::Viewed), (200, 200));
+        assert_eq!(lifecycle.counts(LifecycleEvent::Paid), (10, 10));
+        assert_eq!(lifecycle.counts(LifecycleEvent::Revoked), (0, 0));
+        let recent = lifecycle.recent();
+        assert_eq!(recent.len(), RECENT);
+        assert!(
+            recent.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+            "newest first"
+        );
+        // Every thread's last event is among the newest: each thread ended with one.
+        let paid = recent
+            .iter()
+            .filter(|e| e.event == LifecycleEvent::Paid)
+            .count();
+        assert!(paid >= 1, "the newest events include a payment");
+        let text = lifecycle.metrics.render();
+        assert!(
+            text.contains("paylink_session_events_total{event=\"viewed\",merchant=\"acme\"} 200"),
+            "{text}"
+        );
     }
 }

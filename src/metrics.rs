@@ -2,6 +2,7 @@
 //! (patterns, never paths) and outcomes: nothing secret, nothing unbounded.
 
 use crate::domain::MerchantId;
+use crate::per_thread::{Merged, PerThread};
 use crate::session::{
     BeginPayment, ClaimId, Limited, Lockout, RateLimit, RateLimitHit, Revocation, SessionRecord,
     SessionStore, StoreError, TokenDigest,
@@ -13,15 +14,17 @@ use prometheus::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The metrics written on every request are kept per thread ([`PerThread`]; use `local()`)
+/// and exported added up.
 pub struct Metrics {
     registry: Registry,
-    pub lifecycle: IntCounterVec,
+    pub lifecycle: Arc<PerThread<IntCounterVec>>,
     pub payments: IntCounterVec,
     pub active: IntGaugeVec,
     pub active_all: IntGauge,
     pub store_up: IntGauge,
-    pub http_duration: HistogramVec,
-    pub store_duration: HistogramVec,
+    pub http_duration: Arc<PerThread<HistogramVec>>,
+    pub store_duration: Arc<PerThread<HistogramVec>>,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -31,14 +34,16 @@ const LATENCY_BUCKETS: &[f64] = &[
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let lifecycle = IntCounterVec::new(
-            Opts::new(
-                "paylink_session_events_total",
-                "Lifecycle events by event (created, viewed, paid, payment_declined, revoked, expired, replay_rejected) and merchant",
-            ),
-            &["event", "merchant"],
-        )
-        .expect("valid metric");
+        let lifecycle = Arc::new(PerThread::new(|| {
+            IntCounterVec::new(
+                Opts::new(
+                    "paylink_session_events_total",
+                    "Lifecycle events by event (created, viewed, paid, payment_declined, revoked, expired, replay_rejected) and merchant",
+                ),
+                &["event", "merchant"],
+            )
+            .expect("valid metric")
+        }));
         let payments = IntCounterVec::new(
             Opts::new(
                 "paylink_payments_total",
@@ -65,32 +70,36 @@ impl Metrics {
             "1 when the session store answered the last scrape",
         )
         .expect("valid metric");
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "paylink_http_request_duration_seconds",
-                "HTTP request latency by route",
+        let http_duration = Arc::new(PerThread::new(|| {
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "paylink_http_request_duration_seconds",
+                    "HTTP request latency by route",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["method", "route", "status"],
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["method", "route", "status"],
-        )
-        .expect("valid metric");
-        let store_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "paylink_store_operation_duration_seconds",
-                "Session store latency by operation",
+            .expect("valid metric")
+        }));
+        let store_duration = Arc::new(PerThread::new(|| {
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "paylink_store_operation_duration_seconds",
+                    "Session store latency by operation",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["operation", "outcome"],
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["operation", "outcome"],
-        )
-        .expect("valid metric");
+            .expect("valid metric")
+        }));
         for collector in [
-            Box::new(lifecycle.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(Merged(lifecycle.clone())) as Box<dyn prometheus::core::Collector>,
             Box::new(payments.clone()),
             Box::new(active.clone()),
             Box::new(active_all.clone()),
             Box::new(store_up.clone()),
-            Box::new(http_duration.clone()),
-            Box::new(store_duration.clone()),
+            Box::new(Merged(http_duration.clone())),
+            Box::new(Merged(store_duration.clone())),
         ] {
             registry
                 .register(collector)
@@ -147,6 +156,7 @@ impl TimedStore {
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .store_duration
+            .local()
             .with_label_values(&[operation, outcome])
             .observe(start.elapsed().as_secs_f64());
         result

@@ -249,6 +249,7 @@ async fn track_latency(
     if let Some(metrics) = metrics {
         metrics
             .http_duration
+            .local()
             .with_label_values(&[method.as_str(), &route, response.status().as_str()])
             .observe(start.elapsed().as_secs_f64());
     }
