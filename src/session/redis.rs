@@ -528,15 +528,25 @@ pub fn connect_redis(
 }
 
 pub(crate) fn record_key(digest: &TokenDigest) -> String {
-    format!("pl:{{{}}}", digest.to_hex())
+    session_key(digest, "")
 }
 
 fn live_key(digest: &TokenDigest) -> String {
-    format!("pl:{{{}}}:live", digest.to_hex())
+    session_key(digest, ":live")
 }
 
 fn lock_key(digest: &TokenDigest) -> String {
-    format!("pl:{{{}}}:lock", digest.to_hex())
+    session_key(digest, ":lock")
+}
+
+/// `pl:{<digest>}` and `suffix`, built in one allocation (the view's key, on every view).
+fn session_key(digest: &TokenDigest, suffix: &str) -> String {
+    let mut key = String::with_capacity(4 + 64 + 1 + suffix.len());
+    key.push_str("pl:{");
+    digest.push_hex(&mut key);
+    key.push('}');
+    key.push_str(suffix);
+    key
 }
 
 /// The digest in a live key, as keyspace notifications name it.

@@ -77,7 +77,17 @@ pub struct TokenDigest([u8; 32]);
 impl TokenDigest {
     /// The full digest as 64 lowercase hex characters (store keys).
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut hex = String::with_capacity(64);
+        self.push_hex(&mut hex);
+        hex
+    }
+
+    /// Appends the 64 hex characters to `out`.
+    pub fn push_hex(&self, out: &mut String) {
+        let mut hex = [0u8; 64];
+        // Cannot fail: the buffer is exactly twice the digest's length.
+        let _ = hex::encode_to_slice(self.0, &mut hex);
+        out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     }
 
     /// The raw 32 bytes.
