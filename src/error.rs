@@ -349,7 +349,7 @@ impl ResponseError for PageError {
         if let PageError::MethodNotAllowed = self {
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
         }
         if let PageError::RateLimited { retry_after } | PageError::PaymentsLocked { retry_after } =
             self

@@ -229,7 +229,7 @@ mod tests {
             recent.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
             "newest first"
         );
-        // Every thread's last event is among the newest: each thread ended with one.
+        // The newest events include a thread's last one, a payment.
         let paid = recent
             .iter()
             .filter(|e| e.event == LifecycleEvent::Paid)

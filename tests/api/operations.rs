@@ -349,6 +349,9 @@ async fn latency_is_labelled_with_the_route_that_answered() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), *status, "{path}");
+        if *status == 405 {
+            assert_eq!(r.headers()["allow"], "GET, HEAD, POST", "{path}");
+        }
     }
     let text = app.scrape_metrics().await;
     let count = |method: &str, route: &str, status: &str| {
