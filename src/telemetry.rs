@@ -507,8 +507,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_lines_carry_escaped_fields_and_the_span_list_from_the_root() {
+    /// A subscriber writing [`JsonLines`] into the returned output.
+    fn json_subscriber() -> (Shared, impl Subscriber + Send + Sync) {
         let out = Shared::default();
         let sink = out.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -516,6 +516,12 @@ mod tests {
             .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .finish();
+        (out, subscriber)
+    }
+
+    #[test]
+    fn json_lines_carry_escaped_fields_and_the_span_list_from_the_root() {
+        let (out, subscriber) = json_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             let request = tracing::info_span!(
                 "request",
@@ -570,13 +576,7 @@ mod tests {
     /// buffer serves the next line.
     #[test]
     fn a_line_formatted_while_the_line_buffer_is_busy_comes_out_whole() {
-        let out = Shared::default();
-        let sink = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .fmt_fields(JsonSpanFields)
-            .event_format(JsonLines)
-            .finish();
+        let (out, subscriber) = json_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             LINE.with(|line| {
                 let _busy = line.borrow_mut();
