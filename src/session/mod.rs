@@ -3,6 +3,7 @@
 mod memory;
 mod record;
 mod redis;
+mod resp;
 mod store;
 mod token;
 

@@ -1,6 +1,10 @@
 //! The Redis store. Every verb is one round trip: a single command or one Lua script, so
 //! the one-time claim is atomic in Redis itself.
 //!
+//! On a standalone server reached over plain TCP or a Unix socket, `load` (the pay page's
+//! read) goes over paylink's own pipelined connection ([`super::resp`]); everything else,
+//! and every read on a cluster or over TLS, goes through redis-rs.
+//!
 //! Keys, all of one session in one hash slot (`{digest}` is the hash tag), so Redis Cluster
 //! needs no redesign:
 //! - `pl:{D}` — hash: the record (no token, no card data but the last four digits);
@@ -15,6 +19,7 @@
 //!   even for links that expired unseen, and never a SCAN. On a standalone server it is
 //!   updated inside the session scripts; on a cluster (another slot) right after them.
 
+use super::resp::{Endpoint, LeanReader};
 use super::store::{
     BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
     RateLimitHit, Revocation, SessionStore, StoreError, count_then,
@@ -175,6 +180,8 @@ pub struct RedisStore<C> {
     conn: C,
     /// When set, each thread opens a connection of its own on first use instead of `conn`.
     per_thread: Option<PerThread<C>>,
+    /// When set, `load` reads through this lean client first (see [`resp`](super::resp)).
+    lean: Option<LeanReader>,
     timeout: Duration,
     /// Replicas that must acknowledge each state change before it counts (0 = none).
     wait_replicas: u32,
@@ -526,8 +533,11 @@ pub fn connect_redis(
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
     let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+    let lean = Endpoint::of(client.get_connection_info()).map(|e| LeanReader::new(e, timeout));
     let open = move || ConnectionManager::new_lazy_with_config(client.clone(), config.clone());
-    Ok(RedisStore::new(conn, timeout).with_connection_per_thread(open))
+    let mut store = RedisStore::new(conn, timeout).with_connection_per_thread(open);
+    store.lean = lean;
+    Ok(store)
 }
 
 pub(crate) fn record_key(digest: &TokenDigest) -> String {
@@ -747,6 +757,7 @@ where
         RedisStore {
             conn,
             per_thread: None,
+            lean: None,
             timeout,
             wait_replicas: 0,
             cluster: false,
@@ -758,6 +769,7 @@ where
         RedisStore {
             conn,
             per_thread: None,
+            lean: None,
             timeout,
             wait_replicas: 0,
             cluster: true,
@@ -1074,16 +1086,32 @@ fn parse_record_fields(reply: &Value) -> Result<Option<SessionRecord>, StoreErro
     let Value::Array(values) = reply else {
         return Err(corrupt());
     };
+    let mut fields: [Option<&[u8]>; RECORD_FIELDS.len()] = [None; RECORD_FIELDS.len()];
+    if values.len() != fields.len() {
+        return Err(corrupt());
+    }
+    for (field, value) in fields.iter_mut().zip(values) {
+        *field = match value {
+            Value::Nil => None,
+            Value::BulkString(bytes) => Some(bytes),
+            _ => return Err(corrupt()),
+        };
+    }
+    record_of_values(&fields)
+}
+
+/// A record from the values of [`RECORD_FIELDS`], in that order: `None` when the record
+/// has none of them.
+fn record_of_values(values: &[Option<&[u8]>]) -> Result<Option<SessionRecord>, StoreError> {
+    let corrupt = || StoreError::Corrupt("session record reply".to_owned());
     if values.len() != RECORD_FIELDS.len() {
         return Err(corrupt());
     }
     let mut fields: [Option<&str>; RECORD_FIELDS.len()] = [None; RECORD_FIELDS.len()];
     for (field, value) in fields.iter_mut().zip(values) {
-        *field = match value {
-            Value::Nil => None,
-            Value::BulkString(bytes) => Some(std::str::from_utf8(bytes).map_err(|_| corrupt())?),
-            _ => return Err(corrupt()),
-        };
+        *field = value
+            .map(|bytes| std::str::from_utf8(bytes).map_err(|_| corrupt()))
+            .transpose()?;
     }
     if fields.iter().all(Option::is_none) {
         return Ok(None);
@@ -1168,6 +1196,20 @@ where
 
     async fn load(&self, digest: &TokenDigest) -> Result<Option<SessionRecord>, StoreError> {
         let key = record_key(digest);
+        if let Some(lean) = &self.lean {
+            let mut args: [&[u8]; 2 + RECORD_FIELDS.len()] = [b"HMGET"; 2 + RECORD_FIELDS.len()];
+            args[1] = key.as_bytes();
+            for (arg, field) in args[2..].iter_mut().zip(RECORD_FIELDS) {
+                *arg = field.as_bytes();
+            }
+            let read = lean.query_array(&args, record_of_values);
+            return match tokio::time::timeout(self.timeout, read).await {
+                Ok(Ok(record)) => record,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(StoreError::Timeout),
+                Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
+                Err(_) => Err(StoreError::Timeout),
+            };
+        }
         let reply: Value = self
             .run(|mut conn| async move {
                 redis::cmd("HMGET")

@@ -11,5 +11,6 @@ mod operations;
 mod pages;
 mod payments;
 mod properties;
+mod redis_reads;
 mod scale;
 mod store_conformance;

@@ -98,7 +98,7 @@ fn merchant(id: &str) -> MerchantId {
     MerchantId::parse(id).unwrap()
 }
 
-fn record(ttl: Duration) -> SessionRecord {
+pub fn record(ttl: Duration) -> SessionRecord {
     let now = now_ms();
     SessionRecord {
         merchant_id: merchant("acme"),
@@ -115,7 +115,7 @@ fn record(ttl: Duration) -> SessionRecord {
     }
 }
 
-fn digest() -> TokenDigest {
+pub fn digest() -> TokenDigest {
     PaymentToken::generate().unwrap().digest()
 }
 

@@ -1,0 +1,204 @@
+//! The Redis store's hot read (`load`, the pay page's one round trip) goes over paylink's
+//! own pipelined RESP connection, one per thread, not through redis-rs. These tests hold
+//! what that connection must do against a private `redis-server`: answer each request
+//! with its own record under concurrency and after timeouts, log in and pick the database
+//! the URL names, reach Redis over a Unix socket, and come back after Redis dropped it.
+
+use crate::helpers::RedisServer;
+use crate::store_conformance::{self, digest};
+use futures_util::future::join_all;
+use paylink::domain::OrderId;
+use paylink::session::{
+    RedisStore, SessionRecord, SessionStore, StoreError, TokenDigest, connect_redis,
+};
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+const RETENTION: Duration = Duration::from_secs(3600);
+
+/// An open session's record, for order `order`.
+fn record(order: &str) -> SessionRecord {
+    let mut record = store_conformance::record(Duration::from_secs(600));
+    record.order_id = OrderId::parse(order).unwrap();
+    record
+}
+
+fn store(url: &str) -> RedisStore<ConnectionManager> {
+    connect_redis(url, Duration::from_secs(2)).unwrap()
+}
+
+/// `n` sessions, created through the store.
+async fn sessions(store: &impl SessionStore, n: usize) -> Vec<(TokenDigest, SessionRecord)> {
+    let mut made = Vec::new();
+    for i in 0..n {
+        let (d, r) = (digest(), record(&format!("ord_{i}")));
+        store.create(&d, &r, RETENTION).await.unwrap();
+        made.push((d, r));
+    }
+    made
+}
+
+/// The `CLIENT LIST` lines of connections whose last command was `HMGET`.
+fn hmget_clients(server: &RedisServer) -> Vec<String> {
+    server
+        .cli(&["--raw", "CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains(" cmd=hmget "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_read_goes_over_paylinks_own_connection_not_redis_rs() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 1).await;
+    assert_eq!(
+        store.load(&made[0].0).await.unwrap(),
+        Some(made[0].1.clone())
+    );
+    // The create went through redis-rs (a script); the read came on another connection.
+    let clients = server.cli(&["--raw", "CLIENT", "LIST"]);
+    let last_commands: Vec<&str> = clients
+        .lines()
+        .filter_map(|l| l.split(' ').find(|f| f.starts_with("cmd=")))
+        .collect();
+    assert!(last_commands.contains(&"cmd=evalsha"), "{clients}");
+    assert_eq!(hmget_clients(&server).len(), 1, "{clients}");
+}
+
+#[tokio::test]
+async fn concurrent_reads_on_one_connection_each_get_their_own_record() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 25).await;
+    let unknown = digest();
+    // Eight rounds over every session and an unknown digest, all queued at once.
+    let reads = (0..8).flat_map(|_| {
+        made.iter()
+            .map(|(d, r)| (d, Some(r)))
+            .chain([(&unknown, None)])
+    });
+    let reads: Vec<_> = reads.collect();
+    let answers = join_all(reads.iter().map(|(d, _)| store.load(d))).await;
+    for ((_, want), got) in reads.iter().zip(answers) {
+        assert_eq!(got.unwrap().as_ref(), *want);
+    }
+    // One thread asked: one connection carried every read.
+    assert_eq!(hmget_clients(&server).len(), 1);
+}
+
+#[tokio::test]
+async fn a_read_that_timed_out_leaves_the_connection_in_step() {
+    let server = RedisServer::start();
+    let store = connect_redis(&server.url(), Duration::from_millis(300)).unwrap();
+    let made = sessions(&store, 2).await;
+    assert!(store.load(&made[0].0).await.unwrap().is_some());
+    server.cli(&["CLIENT", "PAUSE", "800", "ALL"]);
+    let late = store.load(&made[0].0).await;
+    assert!(matches!(late, Err(StoreError::Timeout)), "{late:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The first read's reply arrives late and is dropped; the next read gets its own.
+    assert_eq!(
+        store.load(&made[1].0).await.unwrap(),
+        Some(made[1].1.clone())
+    );
+    assert_eq!(
+        store.load(&made[0].0).await.unwrap(),
+        Some(made[0].1.clone())
+    );
+}
+
+#[tokio::test]
+async fn an_error_reply_fails_that_read_only() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 1).await;
+    let wrong = digest();
+    // A string where a record hash belongs: Redis answers HMGET with WRONGTYPE.
+    server.cli(&["SET", &format!("pl:{{{}}}", wrong.to_hex()), "x"]);
+    let failed = store.load(&wrong).await;
+    let Err(StoreError::Unavailable(why)) = failed else {
+        panic!("WRONGTYPE read as {failed:?}");
+    };
+    assert!(why.to_string().contains("WRONGTYPE"), "{why}");
+    assert_eq!(
+        store.load(&made[0].0).await.unwrap(),
+        Some(made[0].1.clone())
+    );
+}
+
+#[tokio::test]
+async fn reads_come_back_at_once_after_redis_dropped_every_connection() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 1).await;
+    assert!(store.load(&made[0].0).await.unwrap().is_some());
+    let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(killed.contains('1') || killed.contains('2'), "{killed}");
+    for _ in 0..3 {
+        assert_eq!(
+            store.load(&made[0].0).await.unwrap(),
+            Some(made[0].1.clone())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_read_logs_in_and_selects_the_database_the_url_names() {
+    let server = RedisServer::start();
+    server.cli(&["CONFIG", "SET", "requirepass", "s3cret-pw"]);
+    let port = server.port;
+    let on_db_3 = store(&format!("redis://default:s3cret-pw@127.0.0.1:{port}/3"));
+    let made = sessions(&on_db_3, 1).await;
+    assert_eq!(
+        on_db_3.load(&made[0].0).await.unwrap(),
+        Some(made[0].1.clone())
+    );
+    // The record is in database 3 only.
+    let on_db_0 = store(&format!("redis://:s3cret-pw@127.0.0.1:{port}/0"));
+    assert_eq!(on_db_0.load(&made[0].0).await.unwrap(), None);
+    // A wrong password is an unavailable store, and the error does not repeat it.
+    let wrong = store(&format!("redis://default:not-it@127.0.0.1:{port}/3"));
+    let refused = wrong.load(&made[0].0).await;
+    let Err(StoreError::Unavailable(why)) = refused else {
+        panic!("a wrong password read as {refused:?}");
+    };
+    assert!(!format!("{why} {why:?}").contains("not-it"), "{why:?}");
+}
+
+#[tokio::test]
+async fn a_read_reaches_redis_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let socket = socket.to_str().unwrap();
+    let server = RedisServer::start_with(&["--unixsocket", socket, "--unixsocketperm", "700"]);
+    let store = store(&format!("redis+unix://{socket}"));
+    let made = sessions(&store, 1).await;
+    assert_eq!(
+        store.load(&made[0].0).await.unwrap(),
+        Some(made[0].1.clone())
+    );
+    assert!(
+        hmget_clients(&server).iter().any(|c| c.contains("addr=/")),
+        "no read over the socket"
+    );
+}
+
+#[tokio::test]
+async fn a_store_dropped_closes_its_read_connection() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 1).await;
+    assert!(store.load(&made[0].0).await.unwrap().is_some());
+    assert_eq!(hmget_clients(&server).len(), 1);
+    drop(store);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !hmget_clients(&server).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
