@@ -130,7 +130,7 @@ impl LeanReader {
             let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
             return Err(io::Error::other(format!("Redis answered {text}")));
         }
-        let mut ranges = Vec::new();
+        let mut ranges = Vec::with_capacity(16);
         if parse(&reply, &mut ranges)?.is_none() || reply.first() != Some(&b'*') {
             return Err(protocol_error("an array"));
         }
