@@ -1202,12 +1202,11 @@ where
             for (arg, field) in args[2..].iter_mut().zip(RECORD_FIELDS) {
                 *arg = field.as_bytes();
             }
-            let read = lean.query_array(&args, record_of_values);
-            return match tokio::time::timeout(self.timeout, read).await {
-                Ok(Ok(record)) => record,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(StoreError::Timeout),
-                Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
-                Err(_) => Err(StoreError::Timeout),
+            // Bounded by the store timeout within.
+            return match lean.query_array(&args, record_of_values).await {
+                Ok(record) => record,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(StoreError::Timeout),
+                Err(e) => Err(StoreError::Unavailable(Box::new(e))),
             };
         }
         let reply: Value = self

@@ -18,8 +18,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 /// The longest reply read; a record is a few hundred bytes.
@@ -36,7 +36,14 @@ pub(crate) struct Endpoint {
     addr: Addr,
     /// Commands sent on every new connection, each answered `+OK`. They may hold the
     /// password: never logged, never printed (no `Debug`).
-    hello: Vec<Vec<u8>>,
+    hello: Vec<Hello>,
+}
+
+struct Hello {
+    command: Vec<u8>,
+    /// Sent instead when the server refuses `command` for its arguments: `AUTH password`
+    /// where `AUTH user password` meets a Redis older than 6 (as redis-rs does).
+    fallback: Option<Vec<u8>>,
 }
 
 enum Addr {
@@ -58,15 +65,23 @@ impl Endpoint {
         let settings = info.redis_settings();
         let mut hello = Vec::new();
         if let Some(password) = settings.password() {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = settings.username() {
-                args.push(user.as_bytes());
-            }
-            args.push(password.as_bytes());
-            hello.push(encode(&args));
+            let password_only = encode(&[b"AUTH", password.as_bytes()]);
+            hello.push(match settings.username() {
+                Some(user) => Hello {
+                    command: encode(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                    fallback: Some(password_only),
+                },
+                None => Hello {
+                    command: password_only,
+                    fallback: None,
+                },
+            });
         }
         if settings.db() != 0 {
-            hello.push(encode(&[b"SELECT", settings.db().to_string().as_bytes()]));
+            hello.push(Hello {
+                command: encode(&[b"SELECT", settings.db().to_string().as_bytes()]),
+                fallback: None,
+            });
         }
         Some(Endpoint { addr, hello })
     }
@@ -80,8 +95,8 @@ pub(crate) struct LeanReader {
 
 struct Shared {
     endpoint: Arc<Endpoint>,
-    /// How long a new connection may take to connect and say hello.
-    connect_timeout: Duration,
+    /// How long a read may take, and a new connection to connect and say hello.
+    timeout: Duration,
     /// Every connection started for this store, so that they end with it.
     pipes: Mutex<Vec<Weak<Pipe>>>,
 }
@@ -99,32 +114,40 @@ impl Drop for Shared {
 }
 
 impl LeanReader {
-    pub(crate) fn new(endpoint: Endpoint, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, timeout: Duration) -> Self {
         LeanReader {
             shared: Arc::new(Shared {
                 endpoint: Arc::new(endpoint),
-                connect_timeout,
+                timeout,
                 pipes: Mutex::new(Vec::new()),
             }),
         }
     }
 
     /// Sends one read-only command whose reply is an array of bulk strings and nils (such
-    /// as `HMGET`), and hands `read` the elements.
+    /// as `HMGET`), and hands `read` the elements. Gives up after the store's timeout
+    /// (`TimedOut`); a connection that sent nothing in all that time is given up too.
     pub(crate) async fn query_array<T>(
         &self,
         args: &[&[u8]],
         read: impl FnOnce(&[Option<&[u8]>]) -> T,
     ) -> io::Result<T> {
+        let deadline = tokio::time::Instant::now() + self.shared.timeout;
         let pipe = self.pipe();
-        let reply = match pipe.request(args).await {
+        let reply = match tokio::time::timeout_at(deadline, pipe.request(args)).await {
+            Ok(Ok(reply)) => reply,
             // A connection that had answered before may have been closed by the server
             // since (a restart, say): the command only reads, so sending it once more on
             // a fresh connection cannot do anything twice.
-            Err(e) if pipe.had_answered() && e.kind() != io::ErrorKind::TimedOut => {
-                self.pipe().request(args).await?
+            Ok(Err(e)) if pipe.had_answered() && e.kind() != io::ErrorKind::TimedOut => {
+                let again = tokio::time::timeout_at(deadline, self.pipe().request(args)).await;
+                again.unwrap_or_else(|_| Err(timed_out()))?
             }
-            reply => reply?,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                pipe.retire_if_silent(self.shared.timeout);
+                return Err(timed_out());
+            }
         };
         if reply.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
@@ -152,9 +175,14 @@ impl LeanReader {
     /// This thread's connection, started now if it has none or its last one broke.
     fn pipe(&self) -> Arc<Pipe> {
         let key = Arc::as_ptr(&self.shared);
+        // A connection is served by the runtime that started it: a thread that runs
+        // several runtimes (one after another) keeps one connection for each.
+        let runtime = tokio::runtime::Handle::current().id();
         PIPES.with_borrow_mut(|pipes| {
-            let found = pipes.iter_mut().find(|(w, _)| w.as_ptr() == key);
-            if let Some((_, pipe)) = &found
+            let found = pipes
+                .iter_mut()
+                .find(|(w, r, _)| w.as_ptr() == key && *r == runtime);
+            if let Some((_, _, pipe)) = &found
                 && !pipe.is_closed()
             {
                 return pipe.clone();
@@ -164,14 +192,17 @@ impl LeanReader {
             all.retain(|p| p.strong_count() > 0);
             all.push(Arc::downgrade(&pipe));
             drop(all);
-            let (endpoint, timeout) = (self.shared.endpoint.clone(), self.shared.connect_timeout);
-            tokio::spawn(drive(endpoint, timeout, pipe.clone()));
+            // Made before the task is spawned: a task dropped before it first runs (its
+            // runtime shutting down) still closes the connection it was to serve.
+            let served = ClosedOnDrop(pipe.clone());
+            let (endpoint, timeout) = (self.shared.endpoint.clone(), self.shared.timeout);
+            tokio::spawn(drive(endpoint, timeout, served));
             match found {
-                Some((_, slot)) => *slot = pipe.clone(),
+                Some((_, _, slot)) => *slot = pipe.clone(),
                 None => {
                     // A store gone closes its connections here.
-                    pipes.retain(|(w, _)| w.strong_count() > 0);
-                    pipes.push((Arc::downgrade(&self.shared), pipe.clone()));
+                    pipes.retain(|(w, _, _)| w.strong_count() > 0);
+                    pipes.push((Arc::downgrade(&self.shared), runtime, pipe.clone()));
                 }
             }
             pipe
@@ -179,22 +210,47 @@ impl LeanReader {
     }
 }
 
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "Redis did not answer in time")
+}
+
+/// Each store's connection on this thread, by the store's [`Shared`] and the runtime that
+/// serves it.
+type ThreadPipes = Vec<(Weak<Shared>, tokio::runtime::Id, Arc<Pipe>)>;
+
 thread_local! {
-    /// Each store's connection on this thread, by the store's [`Shared`].
-    static PIPES: RefCell<Vec<(Weak<Shared>, Arc<Pipe>)>> = const { RefCell::new(Vec::new()) };
+    static PIPES: RefCell<ThreadPipes> = const { RefCell::new(Vec::new()) };
 }
 
 type ReplySender = oneshot::Sender<io::Result<Vec<u8>>>;
 
 /// One connection's queue: commands waiting to be written, and the requests waiting for
 /// replies, in the order the commands were queued (Redis answers in order).
-#[derive(Default)]
 struct Pipe {
     queue: Mutex<Queue>,
     /// Wakes the connection's task when commands wait to be written.
     wake: Notify,
     /// Replies read on this connection so far.
     answered: AtomicU64,
+    /// When bytes last came from Redis (or the connection started), as [`clock_ms`].
+    last_heard_ms: AtomicU64,
+}
+
+impl Default for Pipe {
+    fn default() -> Self {
+        Pipe {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            answered: AtomicU64::new(0),
+            last_heard_ms: AtomicU64::new(clock_ms()),
+        }
+    }
+}
+
+/// Milliseconds on a monotonic clock, from its first use.
+fn clock_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Default)]
@@ -216,6 +272,21 @@ impl Pipe {
 
     fn had_answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed) > 0
+    }
+
+    /// After a read timed out: a connection Redis sent nothing on for all of `timeout`
+    /// is presumed dead (a crashed host or a partition resets nothing, and TCP would keep
+    /// retrying for many minutes), so the next read starts a new one. One that answers
+    /// others meanwhile is only slow, and is kept.
+    fn retire_if_silent(&self, timeout: Duration) {
+        let silent_ms = clock_ms().saturating_sub(self.last_heard_ms.load(Ordering::Relaxed));
+        if u128::from(silent_ms) >= timeout.as_millis() {
+            self.close(&io::Error::new(
+                io::ErrorKind::TimedOut,
+                "Redis sent nothing on this connection for the store timeout",
+            ));
+            self.wake.notify_one();
+        }
     }
 
     /// Sends `args` as a command and waits for its reply, whole (an error reply too).
@@ -267,10 +338,9 @@ impl Pipe {
 
 /// Runs one connection: connects, then writes queued commands in batches and hands each
 /// reply to the request that waits for it, until the connection fails.
-async fn drive(endpoint: Arc<Endpoint>, connect_timeout: Duration, pipe: Arc<Pipe>) {
-    // Ends the connection however the task ends, its runtime shutting down included, so
-    // no request waits on a connection nobody serves.
-    let pipe = ClosedOnDrop(pipe);
+/// `pipe` ends the connection however the task ends, its runtime shutting down included,
+/// so no request waits on a connection nobody serves.
+async fn drive(endpoint: Arc<Endpoint>, connect_timeout: Duration, pipe: ClosedOnDrop) {
     let connected = tokio::time::timeout(connect_timeout, connect(&endpoint)).await;
     let result = match connected {
         Ok(Ok(mut conn)) => conn.serve(&pipe.0).await,
@@ -309,18 +379,17 @@ async fn connect(endpoint: &Endpoint) -> io::Result<Conn> {
         buf: vec![0; 16 * 1024],
         filled: 0,
     };
-    for command in &endpoint.hello {
-        conn.stream.write_all(command).await?;
-        let len = loop {
-            if let Some(len) = parse(&conn.buf[..conn.filled], &mut Vec::new())? {
-                break len;
-            }
-            conn.read_more().await?;
-        };
-        if conn.buf[..len] != *b"+OK\r\n" || len != conn.filled {
+    for hello in &endpoint.hello {
+        let mut answer = conn.setup(&hello.command).await?;
+        if let Some(fallback) = &hello.fallback
+            && answer.starts_with(b"-ERR wrong number of arguments")
+        {
+            answer = conn.setup(fallback).await?;
+        }
+        if answer != b"+OK\r\n" {
+            // Not Redis's text: it might echo what it was sent.
             return Err(io::Error::other("Redis refused the connection's setup"));
         }
-        conn.filled = 0;
     }
     Ok(conn)
 }
@@ -342,6 +411,22 @@ struct Conn {
 }
 
 impl Conn {
+    /// Sends one setup command before any request and reads its whole reply.
+    async fn setup(&mut self, command: &[u8]) -> io::Result<Vec<u8>> {
+        self.stream.write_all(command).await?;
+        let len = loop {
+            if let Some(len) = parse(&self.buf[..self.filled], &mut Vec::new())? {
+                break len;
+            }
+            self.read_more().await?;
+        };
+        if len != self.filled {
+            return Err(protocol_error("one reply per command"));
+        }
+        self.filled = 0;
+        Ok(self.buf[..len].to_vec())
+    }
+
     async fn serve(&mut self, pipe: &Pipe) -> io::Result<()> {
         let mut writing = Vec::new();
         let mut written = 0;
@@ -365,6 +450,7 @@ impl Conn {
                 ready = self.stream.readable() => {
                     ready?;
                     if self.try_read_more()? {
+                        pipe.last_heard_ms.store(clock_ms(), Ordering::Relaxed);
                         self.hand_out(pipe, &mut ranges)?;
                     }
                 }

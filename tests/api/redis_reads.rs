@@ -48,6 +48,18 @@ fn hmget_clients(server: &RedisServer) -> Vec<String> {
         .collect()
 }
 
+/// The `id=` of each connection whose last command was `HMGET`.
+fn hmget_client_ids(server: &RedisServer) -> Vec<String> {
+    hmget_clients(server)
+        .iter()
+        .filter_map(|l| {
+            l.split(' ')
+                .find(|f| f.starts_with("id="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_read_goes_over_paylinks_own_connection_not_redis_rs() {
     let server = RedisServer::start();
@@ -72,6 +84,8 @@ async fn concurrent_reads_on_one_connection_each_get_their_own_record() {
     let server = RedisServer::start();
     let store = store(&server.url());
     let made = sessions(&store, 25).await;
+    assert!(store.load(&made[0].0).await.unwrap().is_some());
+    let before = hmget_client_ids(&server);
     let unknown = digest();
     // Eight rounds over every session and an unknown digest, all queued at once.
     let reads = (0..8).flat_map(|_| {
@@ -85,28 +99,50 @@ async fn concurrent_reads_on_one_connection_each_get_their_own_record() {
         assert_eq!(got.unwrap().as_ref(), *want);
     }
     // One thread asked: one connection carried every read.
-    assert_eq!(hmget_clients(&server).len(), 1);
+    assert_eq!(hmget_client_ids(&server), before);
 }
 
 #[tokio::test]
-async fn a_read_that_timed_out_leaves_the_connection_in_step() {
+async fn a_read_given_up_leaves_the_connection_in_step() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 2).await;
+    assert!(store.load(&made[0].0).await.unwrap().is_some());
+    let before = hmget_client_ids(&server);
+    server.cli(&["CLIENT", "PAUSE", "500", "ALL"]);
+    // The payer went away: the first read is dropped after its command was sent.
+    tokio::select! {
+        read = store.load(&made[0].0) => panic!("Redis answered while paused: {read:?}"),
+        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+    // Its reply comes first, and is not this read's.
+    let next = store.load(&made[1].0).await.unwrap();
+    assert_eq!(next, Some(made[1].1.clone()));
+    assert_eq!(
+        hmget_client_ids(&server),
+        before,
+        "the connection was replaced"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_silent_for_the_whole_timeout_is_replaced() {
     let server = RedisServer::start();
     let store = connect_redis(&server.url(), Duration::from_millis(300)).unwrap();
     let made = sessions(&store, 2).await;
     assert!(store.load(&made[0].0).await.unwrap().is_some());
-    server.cli(&["CLIENT", "PAUSE", "800", "ALL"]);
+    let before = hmget_client_ids(&server);
+    server.cli(&["CLIENT", "PAUSE", "1000", "ALL"]);
     let late = store.load(&made[0].0).await;
     assert!(matches!(late, Err(StoreError::Timeout)), "{late:?}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    // The first read's reply arrives late and is dropped; the next read gets its own.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         store.load(&made[1].0).await.unwrap(),
         Some(made[1].1.clone())
     );
-    assert_eq!(
-        store.load(&made[0].0).await.unwrap(),
-        Some(made[0].1.clone())
-    );
+    let after = hmget_client_ids(&server);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "the silent connection was kept");
 }
 
 #[tokio::test]
@@ -122,10 +158,13 @@ async fn an_error_reply_fails_that_read_only() {
         panic!("WRONGTYPE read as {failed:?}");
     };
     assert!(why.to_string().contains("WRONGTYPE"), "{why}");
+    // The error was one whole reply: the connection goes on.
+    let before = hmget_client_ids(&server);
     assert_eq!(
         store.load(&made[0].0).await.unwrap(),
         Some(made[0].1.clone())
     );
+    assert_eq!(hmget_client_ids(&server), before);
 }
 
 #[tokio::test]
