@@ -707,23 +707,26 @@ static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{COUNT_HIT}return {{n, left}}\n")));
 
 // KEYS: counter, record. ARGV: window ms. Reads the record's RECORD_FIELDS, as `load` does.
-// Returns {count, ms left, {the fields' values}}, count 0 when the counter could not be
+// Returns {count, ms left, then the fields' values} (one flat array, which paylink's own
+// reader reads), count 0 when the counter could not be
 // written (Redis out of memory, a read-only replica): a limit that cannot count lets the
 // view through, and the read still answers.
-static RATE_LIMIT_AND_LOAD: LazyLock<Script> = LazyLock::new(|| {
+static RATE_LIMIT_AND_LOAD_CODE: LazyLock<String> = LazyLock::new(|| {
     let names = RECORD_FIELDS.map(|f| format!("'{f}'")).join(", ");
-    Script::new(&format!(
+    format!(
         r"
 local fields = redis.call('HMGET', KEYS[2], {names})
 local counted, hit = pcall(function()
 {COUNT_HIT}
   return {{n, left}}
 end)
-if not counted then return {{0, 0, fields}} end
-return {{hit[1], hit[2], fields}}
+if not counted then hit = {{0, 0}} end
+return {{hit[1], hit[2], unpack(fields)}}
 "
-    ))
+    )
 });
+static RATE_LIMIT_AND_LOAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&RATE_LIMIT_AND_LOAD_CODE));
 
 // The script `step` (a step's script) preceded by a rate-limit hit, so that a rate-limited
 // request costs one round trip. KEYS: counter, then the step's keys. ARGV: window ms, the
@@ -1150,6 +1153,36 @@ fn record_from<'a>(opt: impl Fn(&str) -> Option<&'a str>) -> Result<SessionRecor
     })
 }
 
+/// What a failed call over paylink's own connection means to the routes.
+fn lean_error(e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        StoreError::Timeout
+    } else {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
+/// Reads the reply of [`RATE_LIMIT_AND_LOAD`]: the count, the window's time left, then the
+/// values of [`RECORD_FIELDS`].
+fn hit_and_record(
+    values: &[Option<&[u8]>],
+) -> Result<(Option<RateLimitHit>, Option<SessionRecord>), StoreError> {
+    let corrupt = || StoreError::Corrupt("rate limit reply".to_owned());
+    let [count, left, fields @ ..] = values else {
+        return Err(corrupt());
+    };
+    let number = |v: &Option<&[u8]>| {
+        let text = std::str::from_utf8(v.ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+        text.parse::<u64>().map_err(|_| corrupt())
+    };
+    let (count, left) = (number(count)?, number(left)?);
+    let hit = (count > 0).then(|| RateLimitHit {
+        count,
+        resets_in: Duration::from_millis(left),
+    });
+    Ok((hit, record_of_values(fields)?))
+}
+
 /// Reads a `{code, {field, value, …}}` script reply.
 fn coded_record(
     reply: (i64, HashMap<String, String>),
@@ -1203,11 +1236,8 @@ where
                 *arg = field.as_bytes();
             }
             // Bounded by the store timeout within.
-            return match lean.query_array(&args, record_of_values).await {
-                Ok(record) => record,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(StoreError::Timeout),
-                Err(e) => Err(StoreError::Unavailable(Box::new(e))),
-            };
+            let read = lean.query_array(&args, record_of_values).await;
+            return read.map_err(lean_error)?;
         }
         let reply: Value = self
             .run(|mut conn| async move {
@@ -1364,14 +1394,36 @@ where
             return Ok((hit.ok(), record?));
         }
         let keys = [rate_key(key), record_key(digest)];
-        let (count, left, fields): (u64, u64, Value) = self
-            .script(&RATE_LIMIT_AND_LOAD, &keys, vec![arg(millis(window))])
+        let window = arg(millis(window));
+        if let Some(lean) = &self.lean {
+            let script = (
+                RATE_LIMIT_AND_LOAD.get_hash(),
+                RATE_LIMIT_AND_LOAD_CODE.as_str(),
+            );
+            let keys = [keys[0].as_bytes(), keys[1].as_bytes()];
+            // Bounded by the store timeout within.
+            let args = [window.as_slice()];
+            let call = lean.eval_array(script, &keys, &args, hit_and_record);
+            return call.await.map_err(lean_error)?;
+        }
+        let reply: Value = self
+            .script(&RATE_LIMIT_AND_LOAD, &keys, vec![window])
             .await?;
-        let hit = (count > 0).then(|| RateLimitHit {
-            count,
-            resets_in: Duration::from_millis(left),
-        });
-        Ok((hit, parse_record_fields(&fields)?))
+        let Value::Array(values) = &reply else {
+            return Err(StoreError::Corrupt("rate limit reply".to_owned()));
+        };
+        // As text, the way paylink's own reader hands them over.
+        let texts = values
+            .iter()
+            .map(|value| match value {
+                Value::Int(n) => Ok(Some(n.to_string().into_bytes())),
+                Value::BulkString(bytes) => Ok(Some(bytes.clone())),
+                Value::Nil => Ok(None),
+                _ => Err(StoreError::Corrupt("rate limit reply".to_owned())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let texts: Vec<Option<&[u8]>> = texts.iter().map(Option::as_deref).collect();
+        hit_and_record(&texts)
     }
 
     async fn active_sessions(&self, merchants: &[MerchantId]) -> Result<Vec<u64>, StoreError> {

@@ -124,52 +124,74 @@ impl LeanReader {
         }
     }
 
-    /// Sends one read-only command whose reply is an array of bulk strings and nils (such
-    /// as `HMGET`), and hands `read` the elements. Gives up after the store's timeout
-    /// (`TimedOut`); a connection that sent nothing in all that time is given up too.
+    /// Sends one read-only command whose reply is a flat array (such as `HMGET`), and hands
+    /// `read` the elements: each bulk string's bytes or integer's digits, `None` for nil.
+    /// Gives up after the store's timeout (`TimedOut`); a connection that sent nothing in
+    /// all that time is given up too.
     pub(crate) async fn query_array<T>(
         &self,
         args: &[&[u8]],
         read: impl FnOnce(&[Option<&[u8]>]) -> T,
     ) -> io::Result<T> {
         let deadline = tokio::time::Instant::now() + self.shared.timeout;
+        let reply = self.request(args, Resend::IfLost, deadline).await?;
+        read_array(&reply, read)
+    }
+
+    /// Runs a Lua script by its SHA-1 digest (`EVALSHA`), or by its text (`EVAL`, which
+    /// also caches it) where Redis does not know it yet, and hands `read` the elements of
+    /// its flat array reply, as [`query_array`](Self::query_array) does. A script may
+    /// write, so a lost call is never sent again.
+    pub(crate) async fn eval_array<T>(
+        &self,
+        script: (&str, &str),
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        read: impl FnOnce(&[Option<&[u8]>]) -> T,
+    ) -> io::Result<T> {
+        let deadline = tokio::time::Instant::now() + self.shared.timeout;
+        let (sha, code) = script;
+        let count = keys.len().to_string();
+        let mut command: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
+        command.extend([&b"EVALSHA"[..], sha.as_bytes(), count.as_bytes()]);
+        command.extend(keys);
+        command.extend(args);
+        let mut reply = self.request(&command, Resend::Never, deadline).await?;
+        if reply.starts_with(b"-NOSCRIPT") {
+            command[..2].copy_from_slice(&[b"EVAL", code.as_bytes()]);
+            reply = self.request(&command, Resend::Never, deadline).await?;
+        }
+        read_array(&reply, read)
+    }
+
+    /// Sends `args` and waits for the whole reply, an error reply included, until
+    /// `deadline`.
+    async fn request(
+        &self,
+        args: &[&[u8]],
+        resend: Resend,
+        deadline: tokio::time::Instant,
+    ) -> io::Result<Vec<u8>> {
         let pipe = self.pipe();
-        let reply = match tokio::time::timeout_at(deadline, pipe.request(args)).await {
-            Ok(Ok(reply)) => reply,
+        match tokio::time::timeout_at(deadline, pipe.request(args)).await {
+            Ok(Ok(reply)) => Ok(reply),
             // A connection that had answered before may have been closed by the server
-            // since (a restart, say): the command only reads, so sending it once more on
-            // a fresh connection cannot do anything twice.
-            Ok(Err(e)) if pipe.had_answered() && e.kind() != io::ErrorKind::TimedOut => {
+            // since (a restart, say): a command that only reads can be sent once more on a
+            // fresh connection, as that cannot do anything twice.
+            Ok(Err(e))
+                if resend == Resend::IfLost
+                    && pipe.had_answered()
+                    && e.kind() != io::ErrorKind::TimedOut =>
+            {
                 let again = tokio::time::timeout_at(deadline, self.pipe().request(args)).await;
-                again.unwrap_or_else(|_| Err(timed_out()))?
+                again.unwrap_or_else(|_| Err(timed_out()))
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 pipe.retire_if_silent(self.shared.timeout);
-                return Err(timed_out());
+                Err(timed_out())
             }
-        };
-        if reply.first() == Some(&b'-') {
-            let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
-            return Err(io::Error::other(format!("Redis answered {text}")));
         }
-        let mut ranges = Vec::with_capacity(16);
-        if parse(&reply, &mut ranges)?.is_none() || reply.first() != Some(&b'*') {
-            return Err(protocol_error("an array"));
-        }
-        let mut small: [Option<&[u8]>; 16] = [None; 16];
-        Ok(if ranges.len() <= small.len() {
-            for (slot, range) in small.iter_mut().zip(&ranges) {
-                *slot = range.clone().map(|r| &reply[r]);
-            }
-            read(&small[..ranges.len()])
-        } else {
-            let items: Vec<_> = ranges
-                .iter()
-                .map(|r| r.clone().map(|r| &reply[r]))
-                .collect();
-            read(&items)
-        })
     }
 
     /// This thread's connection, started now if it has none or its last one broke.
@@ -208,6 +230,40 @@ impl LeanReader {
             pipe
         })
     }
+}
+
+/// Whether a command lost with its connection is sent again on a fresh one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// It only reads: sending it twice does nothing twice.
+    IfLost,
+    Never,
+}
+
+/// Hands `read` the elements of `reply`, a flat array; an error reply is an `Other` error
+/// with Redis's text.
+fn read_array<T>(reply: &[u8], read: impl FnOnce(&[Option<&[u8]>]) -> T) -> io::Result<T> {
+    if reply.first() == Some(&b'-') {
+        let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
+        return Err(io::Error::other(format!("Redis answered {text}")));
+    }
+    let mut ranges = Vec::with_capacity(16);
+    if parse(reply, &mut ranges)?.is_none() || reply.first() != Some(&b'*') {
+        return Err(protocol_error("an array"));
+    }
+    let mut small: [Option<&[u8]>; 16] = [None; 16];
+    Ok(if ranges.len() <= small.len() {
+        for (slot, range) in small.iter_mut().zip(&ranges) {
+            *slot = range.clone().map(|r| &reply[r]);
+        }
+        read(&small[..ranges.len()])
+    } else {
+        let items: Vec<_> = ranges
+            .iter()
+            .map(|r| r.clone().map(|r| &reply[r]))
+            .collect();
+        read(&items)
+    })
 }
 
 fn timed_out() -> io::Error {
@@ -640,7 +696,15 @@ fn parse(buf: &[u8], items: &mut Vec<Option<Range<usize>>>) -> io::Result<Option
                 match buf.get(at) {
                     None => return Ok(None),
                     Some(b'$') => {}
-                    Some(_) => return Err(protocol_error("bulk strings in the array")),
+                    Some(b':') => {
+                        let Some((digits, next)) = integer(buf, at + 1)? else {
+                            return Ok(None);
+                        };
+                        items.push(Some(digits));
+                        at = next;
+                        continue;
+                    }
+                    Some(_) => return Err(protocol_error("bulk strings or integers in the array")),
                 }
                 let Some((len, next)) = length(buf, at + 1)? else {
                     return Ok(None);
@@ -665,6 +729,27 @@ fn parse(buf: &[u8], items: &mut Vec<Option<Range<usize>>>) -> io::Result<Option
             Ok(Some(at))
         }
         Some(_) => Err(protocol_error("an array, a status or an error")),
+    }
+}
+
+/// The digits of the integer line whose text starts at `at` (a sign allowed), and where
+/// the next line starts; `Ok(None)` while the line is incomplete.
+fn integer(buf: &[u8], at: usize) -> io::Result<Option<(Range<usize>, usize)>> {
+    let start = at + usize::from(buf.get(at) == Some(&b'-'));
+    let mut i = start;
+    loop {
+        match buf.get(i) {
+            None => return Ok(None),
+            Some(b'0'..=b'9') if i - start < 19 => {}
+            Some(b'\r') if i > start => break,
+            Some(_) => return Err(protocol_error("an integer")),
+        }
+        i += 1;
+    }
+    match buf.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((at..i, i + 2))),
+        Some(_) => Err(protocol_error("CRLF at a line's end")),
     }
 }
 
@@ -743,8 +828,19 @@ mod tests {
     }
 
     #[test]
+    fn integers_in_an_array_give_their_digits() {
+        let reply = b"*3\r\n:12\r\n:-1\r\n$2\r\nok\r\n";
+        let (len, items) = parsed(reply).unwrap().unwrap();
+        assert_eq!(len, reply.len());
+        assert_eq!(
+            items,
+            vec![Some(&b"12"[..]), Some(&b"-1"[..]), Some(&b"ok"[..])]
+        );
+    }
+
+    #[test]
     fn every_cut_of_a_reply_is_incomplete_not_an_error() {
-        let reply = b"*3\r\n$3\r\nabc\r\n$-1\r\n$10\r\n0123456789\r\n";
+        let reply = b"*4\r\n$3\r\nabc\r\n$-1\r\n:-42\r\n$10\r\n0123456789\r\n";
         for cut in 0..reply.len() {
             assert!(
                 parsed(&reply[..cut]).unwrap().is_none(),
@@ -766,7 +862,9 @@ mod tests {
     fn malformed_replies_are_errors() {
         for bad in [
             &b":1\r\n"[..],
-            b"*1\r\n:1\r\n",
+            b"*1\r\n:x\r\n",
+            b"*1\r\n:-\r\n",
+            b"*1\r\n:12345678901234567890\r\n",
             b"*1\r\n*1\r\n",
             b"*x\r\n",
             b"*-2\r\n",

@@ -241,3 +241,45 @@ async fn a_store_dropped_closes_its_read_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_counted_read_runs_its_script_by_digest_once_redis_knows_it() {
+    let server = RedisServer::start();
+    let store = store(&server.url());
+    let made = sessions(&store, 1).await;
+    let window = Duration::from_secs(60);
+    let calls = |name: &str| {
+        let stats = server.cli(&["--raw", "INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+    };
+    // Redis forgot every script (a restart, a failover): the first call sends the text.
+    server.cli(&["SCRIPT", "FLUSH"]);
+    let (evals, evalshas) = (calls("eval"), calls("evalsha"));
+    for n in 1..=3 {
+        let (hit, record) = store
+            .hit_rate_limit_and_load("view:x", window, &made[0].0)
+            .await
+            .unwrap();
+        assert_eq!(hit.map(|h| h.count), Some(n));
+        assert_eq!(record, Some(made[0].1.clone()));
+    }
+    assert_eq!(calls("eval") - evals, 1, "the script's text is sent once");
+    assert_eq!(
+        calls("evalsha") - evalshas,
+        3,
+        "every call tries the digest first"
+    );
+    // Over paylink's own connection, as the plain read: the create's script went over
+    // redis-rs's, so two connections last ran EVALSHA.
+    let clients = server.cli(&["--raw", "CLIENT", "LIST"]);
+    let evalsha = clients
+        .lines()
+        .filter(|l| l.contains(" cmd=evalsha "))
+        .count();
+    assert_eq!(evalsha, 2, "{clients}");
+}

@@ -50,6 +50,24 @@ pub fn redis_store() -> StoreUnderTest {
     }
 }
 
+/// A standalone Redis reached through redis-rs alone: no connection of paylink's own for
+/// the hot reads, as with a TLS (`rediss://`) URL.
+pub async fn redis_rs_store() -> StoreUnderTest {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    StoreUnderTest {
+        store: Arc::new(paylink::session::RedisStore::new(
+            conn,
+            Duration::from_secs(2),
+        )),
+        expired: rx,
+        _redis: Some(server),
+        _cluster: None,
+    }
+}
+
 pub async fn cluster_store() -> StoreUnderTest {
     let cluster = crate::helpers::RedisCluster::start(3, 0);
     let nodes: Vec<String> = cluster
@@ -83,6 +101,11 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
                     super::$name(super::redis_store()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_through_redis_rs() {
+                    super::$name(super::redis_rs_store().await).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
