@@ -11,6 +11,9 @@ import {
 // Real expiry: links with a 3 s TTL (the suite's server runs with PAYLINK_MIN_TTL_SECONDS=1),
 // waited out on the clock, no time travel. Generous timeouts: the machine may be busy.
 const TTL_SECONDS = 3;
+// The countdown test fills the card form before the link runs out: on a busy 2-core CI
+// runner that alone once took longer than 3 s, so its link lives longer.
+const FORM_TTL_SECONDS = 8;
 
 test.describe('expiry', () => {
   test.describe.configure({ timeout: 60_000 });
@@ -32,7 +35,7 @@ test.describe('expiry', () => {
     page,
     merchant,
   }) => {
-    const link = await merchant.createLink({ ttlSeconds: TTL_SECONDS });
+    const link = await merchant.createLink({ ttlSeconds: FORM_TTL_SECONDS });
     await openPayPage(page, link);
     // Marks this document: a reload or navigation would lose the mark.
     await page.evaluate(() => ((window as unknown as { paylinkE2eMark: number }).paylinkE2eMark = 42));
@@ -41,7 +44,7 @@ test.describe('expiry', () => {
     await expect(page.getByTestId('pay-button')).toBeEnabled();
     await fillCard(page, card());
 
-    await expect(page.getByTestId('countdown')).toHaveText('Expired', { timeout: (TTL_SECONDS + 10) * 1000 });
+    await expect(page.getByTestId('countdown')).toHaveText('Expired', { timeout: (FORM_TTL_SECONDS + 10) * 1000 });
     await expect(page.getByTestId('expired-message')).toBeVisible();
     await expect(page.getByTestId('expired-message')).toContainText('This link has expired');
     await expect(page.getByTestId('pay-button')).toBeDisabled();
