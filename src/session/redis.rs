@@ -27,6 +27,7 @@ use super::store::{
 use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::any::Any;
@@ -386,6 +387,9 @@ pub fn spawn_expiry_catch_up<C>(
     });
 }
 
+/// How many sessions one expiry catch-up marks at once.
+const CATCH_UP_CONCURRENCY: usize = 32;
+
 impl<C: RedisConnection> RedisStore<C> {
     async fn catch_up_expiries(
         &self,
@@ -412,14 +416,34 @@ impl<C: RedisConnection> RedisStore<C> {
             if due.is_empty() {
                 return Ok(());
             }
-            for member in &due {
-                let Ok(bytes) = <[u8; 32]>::try_from(member.as_slice()) else {
-                    continue;
-                };
-                let digest = TokenDigest::from_bytes(bytes);
-                if let Some(record) = self.mark_expired(&digest).await? {
-                    let _ = expired.send(ExpiredSession { digest, record });
+            // Up to CATCH_UP_CONCURRENCY marks in flight at once: after an outage there may be
+            // thousands to catch up, and one at a time each would wait its round trip.
+            let digests: Vec<TokenDigest> = due
+                .iter()
+                .filter_map(|m| <[u8; 32]>::try_from(m.as_slice()).ok())
+                .map(TokenDigest::from_bytes)
+                .collect();
+            let mut marks = Vec::with_capacity(digests.len());
+            for batch in digests.chunks(CATCH_UP_CONCURRENCY) {
+                let batch_marks = batch.iter().map(|digest| self.mark_expired(digest));
+                marks.extend(batch.iter().zip(join_all(batch_marks).await));
+            }
+            let mut failed = None;
+            for (digest, mark) in marks {
+                match mark {
+                    // Each mark is atomic and happens once: its event is sent whatever the
+                    // others did.
+                    Ok(Some(record)) => {
+                        let digest = *digest;
+                        let _ = expired.send(ExpiredSession { digest, record });
+                    }
+                    Ok(None) => {}
+                    Err(e) => failed = failed.or(Some(e)),
                 }
+            }
+            if let Some(e) = failed {
+                // The index keeps them all; the next catch-up tries the rest again.
+                return Err(e);
             }
             let (key_for_rem, members) = (key.clone(), due.clone());
             self.run(|mut conn| async move {
