@@ -157,7 +157,7 @@ impl LeanReader {
         command.extend(keys);
         command.extend(args);
         let mut reply = self.request(&command, Resend::Never, deadline).await?;
-        if reply.starts_with(b"-NOSCRIPT") {
+        if reply.bytes.starts_with(b"-NOSCRIPT") {
             command[..2].copy_from_slice(&[b"EVAL", code.as_bytes()]);
             reply = self.request(&command, Resend::Never, deadline).await?;
         }
@@ -171,7 +171,7 @@ impl LeanReader {
         args: &[&[u8]],
         resend: Resend,
         deadline: tokio::time::Instant,
-    ) -> io::Result<Vec<u8>> {
+    ) -> io::Result<Reply> {
         let pipe = self.pipe();
         match tokio::time::timeout_at(deadline, pipe.request(args)).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -240,20 +240,30 @@ enum Resend {
     Never,
 }
 
+/// One whole reply as the connection's task read it: its bytes and, for an array, its
+/// elements as ranges of them (found while looking for the reply's end, so not again).
+struct Reply {
+    bytes: Vec<u8>,
+    items: Vec<Option<Range<usize>>>,
+}
+
 /// Hands `read` the elements of `reply`, a flat array; an error reply is an `Other` error
 /// with Redis's text.
-fn read_array<T>(reply: &[u8], read: impl FnOnce(&[Option<&[u8]>]) -> T) -> io::Result<T> {
+fn read_array<T>(reply: &Reply, read: impl FnOnce(&[Option<&[u8]>]) -> T) -> io::Result<T> {
+    let Reply {
+        bytes: reply,
+        items: ranges,
+    } = reply;
     if reply.first() == Some(&b'-') {
         let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
         return Err(io::Error::other(format!("Redis answered {text}")));
     }
-    let mut ranges = Vec::with_capacity(16);
-    if parse(reply, &mut ranges)?.is_none() || reply.first() != Some(&b'*') {
+    if reply.first() != Some(&b'*') {
         return Err(protocol_error("an array"));
     }
     let mut small: [Option<&[u8]>; 16] = [None; 16];
     Ok(if ranges.len() <= small.len() {
-        for (slot, range) in small.iter_mut().zip(&ranges) {
+        for (slot, range) in small.iter_mut().zip(ranges) {
             *slot = range.clone().map(|r| &reply[r]);
         }
         read(&small[..ranges.len()])
@@ -278,7 +288,7 @@ thread_local! {
     static PIPES: RefCell<ThreadPipes> = const { RefCell::new(Vec::new()) };
 }
 
-type ReplySender = oneshot::Sender<io::Result<Vec<u8>>>;
+type ReplySender = oneshot::Sender<io::Result<Reply>>;
 
 /// One connection's queue: commands waiting to be written, and the requests waiting for
 /// replies, in the order the commands were queued (Redis answers in order).
@@ -346,7 +356,7 @@ impl Pipe {
     }
 
     /// Sends `args` as a command and waits for its reply, whole (an error reply too).
-    async fn request(&self, args: &[&[u8]]) -> io::Result<Vec<u8>> {
+    async fn request(&self, args: &[&[u8]]) -> io::Result<Reply> {
         match self.send(args)?.await {
             Ok(reply) => reply,
             Err(_) => Err(io::Error::new(
@@ -357,7 +367,7 @@ impl Pipe {
     }
 
     /// Queues `args` as a command; its reply comes through the receiver.
-    fn send(&self, args: &[&[u8]]) -> io::Result<oneshot::Receiver<io::Result<Vec<u8>>>> {
+    fn send(&self, args: &[&[u8]]) -> io::Result<oneshot::Receiver<io::Result<Reply>>> {
         let mut queue = self.lock();
         if let Some((kind, why)) = &queue.closed {
             return Err(io::Error::new(*kind, why.clone()));
@@ -525,7 +535,10 @@ impl Conn {
     fn hand_out(&mut self, pipe: &Pipe, ranges: &mut Vec<Option<Range<usize>>>) -> io::Result<()> {
         let mut at = 0;
         while let Some(len) = parse(&self.buf[at..self.filled], ranges)? {
-            let reply = self.buf[at..at + len].to_vec();
+            let reply = Reply {
+                bytes: self.buf[at..at + len].to_vec(),
+                items: ranges.clone(),
+            };
             at += len;
             let Some(tx) = pipe.lock().waiting.pop_front() else {
                 return Err(protocol_error("no reply nobody asked for"));
