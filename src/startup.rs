@@ -7,7 +7,7 @@ use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::merchants::{DEMO_API_KEY, Merchants, MerchantsError};
 use crate::metrics::{Metrics, TimedStore};
 use crate::payments::{PaymentProcessor, TestProcessor};
-use crate::routes::{admin, health, merchant_api, openapi, pay};
+use crate::routes::{admin, assets, health, merchant_api, openapi, pay};
 use crate::session::{
     ExpiredSession, LazyClusterConnection, MemoryStore, RedisStore, SessionStore, connect_redis,
     spawn_cluster_expiry_watcher, spawn_expiry_catch_up, spawn_expiry_watcher,
@@ -21,7 +21,6 @@ use actix_web::{
     App, Error, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web,
 };
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing_actix_web::{RequestId, TracingLogger};
@@ -101,7 +100,6 @@ impl Application {
             processor,
             settings: Arc::new(settings.clone()),
         });
-        let static_dir = static_dir();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(security_headers))
@@ -130,7 +128,8 @@ impl Application {
                         admin::configure(cfg);
                     }
                 })
-                .service(actix_files::Files::new("/static", &static_dir))
+                // Built into the binary (see `assets`).
+                .service(web::scope("/static").default_service(web::to(assets::serve)))
                 .default_service(web::to(not_found))
         })
         .listen(listener)
@@ -256,26 +255,17 @@ async fn track_latency(
     Ok(response)
 }
 
-/// `./static` when run from the repository or next to an install, else the source tree's.
-fn static_dir() -> PathBuf {
-    let local = PathBuf::from("static");
-    if local.join("countdown.js").is_file() {
-        local
-    } else {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
-    }
-}
-
 /// The security headers of the contract on every response (error pages included), and the
 /// request id for correlating with the log.
 async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let cacheable = req.path().starts_with("/static/");
     let request_id = req.extensions().get::<RequestId>().map(ToString::to_string);
     let mut response = next.call(req).await?;
     let headers = response.headers_mut();
+    // Only a response that says how it may be kept (an asset) is kept.
+    let says_how_kept = headers.contains_key(header::CACHE_CONTROL);
     let mut set = |name: HeaderName, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
     };
@@ -283,7 +273,7 @@ async fn security_headers(
     set(header::REFERRER_POLICY, "no-referrer");
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::X_FRAME_OPTIONS, "DENY");
-    if !cacheable {
+    if !says_how_kept {
         set(header::CACHE_CONTROL, "no-store");
     }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {

@@ -1,6 +1,7 @@
 //! HTTP in, domain calls, HTTP out. Routes talk to the store trait only.
 
 pub mod admin;
+pub mod assets;
 pub mod health;
 pub mod merchant_api;
 pub mod openapi;

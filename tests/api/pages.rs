@@ -381,3 +381,90 @@ on_every_backend!(
     every_html_error_page_carries_the_security_headers,
     health_and_readiness_answer,
 );
+
+/// The stylesheet and script every pay page loads, answered from the binary (the bytes of
+/// `static/` at build time) with a validator that lets a browser keep them, and only them:
+/// a 404 under `/static/` is a page like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_assets_are_served_from_the_binary_and_revalidated_by_etag() {
+    let app = spawn_app(Backend::Memory).await;
+    for (path, file, content_type) in [
+        ("/static/paylink.css", "static/paylink.css", "text/css"),
+        (
+            "/static/countdown.js",
+            "static/countdown.js",
+            "text/javascript",
+        ),
+    ] {
+        let asset = app.get(path).await;
+        assert_eq!(asset.status, 200, "{path}");
+        assert_eq!(asset.text, std::fs::read_to_string(file).unwrap(), "{path}");
+        assert!(
+            asset
+                .header("content-type")
+                .unwrap()
+                .starts_with(content_type),
+            "{path}: {:?}",
+            asset.header("content-type")
+        );
+        assert_eq!(
+            asset.header("cache-control"),
+            Some("public, max-age=300"),
+            "{path}"
+        );
+        assert_eq!(asset.header("x-content-type-options"), Some("nosniff"));
+        let etag = asset.header("etag").expect("an ETag").to_owned();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+        let again = app
+            .client
+            .get(app.url(path))
+            .header("If-None-Match", format!("\"stale\", {etag}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        assert_eq!(again.text().await.unwrap(), "");
+
+        let changed = app
+            .client
+            .get(app.url(path))
+            .header("If-None-Match", "\"stale\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200, "{path}");
+
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert_eq!(head.headers()["etag"], etag.as_str());
+
+        let post = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(post.status(), 405, "{path}");
+        assert_eq!(post.headers()["allow"], "GET, HEAD");
+    }
+    let css = app
+        .get("/static/paylink.css")
+        .await
+        .header("etag")
+        .map(str::to_owned);
+    let js = app
+        .get("/static/countdown.js")
+        .await
+        .header("etag")
+        .map(str::to_owned);
+    assert_ne!(css, js);
+
+    for missing in [
+        "/static/",
+        "/static",
+        "/static/nope.css",
+        "/static/%2e%2e/Cargo.toml",
+    ] {
+        let reply = app.get(missing).await;
+        assert_eq!(reply.status, 404, "{missing}");
+        assert!(reply.text.contains("<html"), "{missing}: {}", reply.text);
+        assert_security_headers(&reply, missing);
+    }
+}
