@@ -4,7 +4,7 @@
 
 use crate::metrics::Metrics;
 use crate::per_thread::PerThread;
-use crate::session::{SessionRecord, TokenDigest, now_ms};
+use crate::session::{SessionRecord, TokenDigest, TokenRef, now_ms};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -61,7 +61,7 @@ pub struct RecentEvent {
     pub event: LifecycleEvent,
     pub merchant_id: String,
     pub order_id: String,
-    pub token_ref: String,
+    pub token_ref: TokenRef,
 }
 
 const RECENT: usize = 50;
@@ -127,14 +127,21 @@ impl Lifecycle {
         {
             history.minutes.pop_front();
         }
-        if history.recent.len() == RECENT {
-            history.recent.pop_front();
-        }
+        // A full history hands its oldest event's strings to the newest: no allocation.
+        let oldest = (history.recent.len() == RECENT)
+            .then(|| history.recent.pop_front())
+            .flatten();
+        let (mut merchant_id, mut order_id) =
+            oldest.map_or_else(Default::default, |e| (e.merchant_id, e.order_id));
+        merchant_id.clear();
+        merchant_id.push_str(record.merchant_id.as_ref());
+        order_id.clear();
+        order_id.push_str(record.order_id.as_ref());
         history.recent.push_back(RecentEvent {
             at_ms: now,
             event,
-            merchant_id: record.merchant_id.to_string(),
-            order_id: record.order_id.to_string(),
+            merchant_id,
+            order_id,
             token_ref,
         });
     }

@@ -110,7 +110,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
             event: e.event.name(),
             merchant_id: e.merchant_id,
             order_id: e.order_id,
-            token_ref: e.token_ref,
+            token_ref: e.token_ref.to_string(),
         })
         .collect();
     render(

@@ -8,6 +8,7 @@ use super::{SessionRecord, SessionStatus, TokenDigest, now_ms};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -49,11 +50,33 @@ const SESSION_SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<TokenDigest, Box<Entry>>,
+    entries: HashMap<TokenDigest, Box<Entry>, BuildHasherDefault<DigestHasher>>,
     /// (when, digest): the next moment an entry needs the sweeper — its expiry while it is
     /// live, the end of its retention once it has ended. Entries are not removed from here
     /// when they change; the sweeper checks the entry itself.
     deadlines: BinaryHeap<Reverse<(i64, TokenDigest)>>,
+}
+
+/// Hashes a [`TokenDigest`] by its own bytes. They are SHA-256 of a token from the OS
+/// generator, already uniform, so SipHash's keyed pass over all 32 bought nothing but time
+/// on every read. Nor does it guard against flooding here: only the store's own tokens are
+/// inserted, and a lookup's cost depends on what is in the map, not on the digest asked for.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    /// Takes the digest's bytes 8 to 15 (the length written before them is too short to
+    /// have any). Not the first eight: byte 0 picks the shard, and the map picks a bucket
+    /// by the hash's low bits, so all of a shard's entries would share their lowest four.
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(Ok(word)) = bytes.get(8..16).map(<[u8; 8]>::try_from) {
+            self.0 = u64::from_le_bytes(word);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Sessions {
@@ -561,5 +584,26 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// The map's hasher must see each digest's bytes: were `TokenDigest`'s `Hash` to feed
+    /// them some other way, every session of a shard would land in one bucket.
+    #[test]
+    fn the_digest_hasher_spreads_one_shards_digests_over_the_low_bits() {
+        let build = BuildHasherDefault::<DigestHasher>::default();
+        let mut low_bits = std::collections::HashSet::new();
+        for i in 0..1024u32 {
+            let mut bytes = [0u8; 32];
+            bytes[0] = 3;
+            bytes[8..12].copy_from_slice(&i.wrapping_mul(0x9E37_79B9).to_le_bytes());
+            low_bits.insert(build.hash_one(TokenDigest::from_bytes(bytes)) & 0x3ff);
+        }
+        assert!(low_bits.len() > 512, "{} distinct of 1024", low_bits.len());
     }
 }

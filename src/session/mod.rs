@@ -17,7 +17,7 @@ pub use store::{
     BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
     RateLimitHit, Revocation, SessionStore, StoreError, hit_over_limit,
 };
-pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest};
+pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest, TokenRef};
 
 /// Milliseconds since the Unix epoch, UTC: the one clock sessions are timed by.
 pub fn now_ms() -> i64 {

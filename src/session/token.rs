@@ -109,8 +109,34 @@ impl TokenDigest {
 
     /// The first 12 hex characters: the `tokenRef` that log lines and the dashboard use to
     /// tell sessions apart.
-    pub fn token_ref(&self) -> String {
-        hex::encode(&self.0[..6])
+    pub fn token_ref(&self) -> TokenRef {
+        let mut hex = [0u8; 12];
+        let _ = hex::encode_to_slice(&self.0[..6], &mut hex);
+        TokenRef(hex)
+    }
+}
+
+/// A digest's first 12 hex characters, kept on the stack: one is made for every lifecycle
+/// event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenRef([u8; 12]);
+
+impl TokenRef {
+    pub fn as_str(&self) -> &str {
+        // Always hex digits, written by `token_ref`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for TokenRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TokenRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenRef({})", self.as_str())
     }
 }
 
@@ -154,7 +180,7 @@ mod tests {
         let token = PaymentToken::parse(&"0".repeat(64)).unwrap();
         let expected = hex::encode(Sha256::digest("0".repeat(64).as_bytes()));
         assert_eq!(token.digest().to_hex(), expected);
-        assert_eq!(token.digest().token_ref(), expected[..12]);
+        assert_eq!(token.digest().token_ref().as_str(), &expected[..12]);
         assert_eq!(TokenDigest::from_hex(&expected), Some(token.digest()));
     }
 
