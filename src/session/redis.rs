@@ -24,7 +24,7 @@ use super::store::{
     BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
     RateLimitHit, Revocation, SessionStore, StoreError, count_then,
 };
-use super::{SessionRecord, SessionStatus, TokenDigest};
+use super::{SessionRecord, SessionStatus, TokenDigest, now_ms};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -34,6 +34,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -203,7 +204,14 @@ struct PerThread<C> {
 }
 
 /// A connection a thread opened, with its owning store's [`PerThread::owner`].
-type ThreadConnection = (Weak<()>, Box<dyn Any>);
+struct ThreadConnection {
+    owner: Weak<()>,
+    conn: Box<dyn Any>,
+    heard: Heard,
+}
+
+/// When a connection last answered (ms since the epoch), shared with the steps using it.
+type Heard = Arc<AtomicI64>;
 
 thread_local! {
     /// The connections this thread opened.
@@ -212,23 +220,44 @@ thread_local! {
 
 impl<C: Clone + 'static> PerThread<C> {
     /// This thread's connection, opened now if it has none; `shared` if it cannot be opened.
+    #[cfg(test)]
     fn get(&self, shared: &C) -> C {
+        self.checkout(shared).0
+    }
+
+    /// This thread's connection and when it last answered, opened now if the thread has
+    /// none; `shared` (and no record of answers) if it cannot be opened.
+    fn checkout(&self, shared: &C) -> (C, Option<Heard>) {
         THREAD_CONNECTIONS.with_borrow_mut(|conns| {
             let owner = Arc::as_ptr(&self.owner);
             let found = conns
                 .iter()
-                .filter(|(w, _)| w.as_ptr() == owner)
-                .find_map(|(_, conn)| conn.downcast_ref::<C>());
-            if let Some(conn) = found {
-                return conn.clone();
+                .filter(|held| held.owner.as_ptr() == owner)
+                .find_map(|held| Some((held.conn.downcast_ref::<C>()?, &held.heard)));
+            if let Some((conn, heard)) = found {
+                return (conn.clone(), Some(heard.clone()));
             }
             let Ok(conn) = (self.open)() else {
-                return shared.clone();
+                return (shared.clone(), None);
             };
-            conns.retain(|(w, _)| w.strong_count() > 0);
-            conns.push((Arc::downgrade(&self.owner), Box::new(conn.clone())));
-            conn
+            // Never answered yet: silent from the start.
+            let heard = Heard::new(AtomicI64::new(0));
+            conns.retain(|held| held.owner.strong_count() > 0);
+            conns.push(ThreadConnection {
+                owner: Arc::downgrade(&self.owner),
+                conn: Box::new(conn.clone()),
+                heard: heard.clone(),
+            });
+            (conn, Some(heard))
         })
+    }
+
+    /// Drops this thread's connection if it is the one `heard` belongs to, so that the
+    /// thread's next command opens a new one.
+    fn retire(&self, heard: &Heard) {
+        THREAD_CONNECTIONS.with_borrow_mut(|conns| {
+            conns.retain(|held| !Arc::ptr_eq(&held.heard, heard));
+        });
     }
 }
 
@@ -886,15 +915,38 @@ where
 
     /// Runs one Redis step within the store timeout; a slow or absent Redis is
     /// `Unavailable`/`Timeout`, never "not found".
+    ///
+    /// A thread's own connection that times out without having answered anything since the
+    /// step began is dropped, and the thread's next command opens a new one: redis-rs
+    /// reconnects when a connection fails, not when it falls silent, and a Redis host that
+    /// vanished without a word (a crash, a failover that moved its address) would leave
+    /// every create and payment on it timing out until the kernel gave up on the socket,
+    /// many minutes later. A connection that answered other commands meanwhile is only
+    /// slow, and kept.
     async fn run<T, F>(&self, step: impl FnOnce(C) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = match &self.per_thread {
-            Some(per_thread) => per_thread.get(&self.conn),
-            None => self.conn.clone(),
+        let (conn, heard) = match &self.per_thread {
+            Some(per_thread) => per_thread.checkout(&self.conn),
+            None => (self.conn.clone(), None),
         };
-        match tokio::time::timeout(self.timeout, step(conn)).await {
+        let began = now_ms();
+        let outcome = tokio::time::timeout(self.timeout, step(conn)).await;
+        let answered = match &outcome {
+            Ok(Ok(_)) => true,
+            // An error reply is an answer; a failed or timed-out connection is not.
+            Ok(Err(e)) => !e.is_timeout() && !e.is_io_error(),
+            Err(_) => false,
+        };
+        if let (Some(heard), Some(per_thread)) = (&heard, &self.per_thread) {
+            if answered {
+                heard.fetch_max(now_ms(), Ordering::Relaxed);
+            } else if heard.load(Ordering::Relaxed) < began {
+                per_thread.retire(heard);
+            }
+        }
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout),
             Ok(Err(e)) => Err(StoreError::Unavailable(Box::new(e))),
@@ -1608,6 +1660,29 @@ mod tests {
         store_c.get(&shared);
         let kept = THREAD_CONNECTIONS.with_borrow(|conns| conns.len());
         assert_eq!(kept, 2, "store_a's and store_c's; store_b's dropped");
+    }
+
+    #[test]
+    fn a_retired_connection_is_replaced_and_a_stale_retirement_drops_nothing() {
+        let shared: Opened = Arc::new((std::thread::current().id(), usize::MAX));
+        let (store, opened) = counting_opener();
+        let (first, first_heard) = store.checkout(&shared);
+        let first_heard = first_heard.expect("a connection of the thread's own");
+        assert_eq!(first_heard.load(Ordering::Relaxed), 0, "never answered yet");
+        store.retire(&first_heard);
+        let (second, second_heard) = store.checkout(&shared);
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "a new connection after retiring"
+        );
+        // A step still holding the first connection's record retires nothing now.
+        store.retire(&first_heard);
+        assert!(Arc::ptr_eq(&second, &store.get(&shared)));
+        assert!(Arc::ptr_eq(
+            &second_heard.unwrap(),
+            &store.checkout(&shared).1.unwrap()
+        ));
+        assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

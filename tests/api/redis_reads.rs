@@ -3,6 +3,8 @@
 //! what that connection must do against a private `redis-server`: answer each request
 //! with its own record under concurrency and after timeouts, log in and pick the database
 //! the URL names, reach Redis over a Unix socket, and come back after Redis dropped it.
+//! The redis-rs connections that carry everything else are replaced when they fall silent
+//! too.
 
 use crate::helpers::RedisServer;
 use crate::store_conformance::{self, digest};
@@ -50,8 +52,15 @@ fn hmget_clients(server: &RedisServer) -> Vec<String> {
 
 /// The `id=` of each connection whose last command was `HMGET`.
 fn hmget_client_ids(server: &RedisServer) -> Vec<String> {
-    hmget_clients(server)
-        .iter()
+    client_ids(server, "hmget")
+}
+
+/// The `id=` of each connection whose last command was `cmd` (lower case).
+fn client_ids(server: &RedisServer, cmd: &str) -> Vec<String> {
+    server
+        .cli(&["--raw", "CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.contains(&format!(" cmd={cmd} ")))
         .filter_map(|l| {
             l.split(' ')
                 .find(|f| f.starts_with("id="))
@@ -141,6 +150,32 @@ async fn a_connection_silent_for_the_whole_timeout_is_replaced() {
         Some(made[1].1.clone())
     );
     let after = hmget_client_ids(&server);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after, before, "the silent connection was kept");
+}
+
+/// Creates and payments go over redis-rs, which reconnects when a connection fails but not
+/// when it falls silent (a host gone without a word): the thread's connection that timed
+/// out without answering anything is dropped, and the next command opens another.
+#[tokio::test]
+async fn a_redis_rs_connection_silent_for_the_whole_timeout_is_replaced() {
+    let server = RedisServer::start();
+    let store = connect_redis(&server.url(), Duration::from_millis(300)).unwrap();
+    sessions(&store, 1).await;
+    let before = client_ids(&server, "evalsha");
+    assert_eq!(before.len(), 1, "{before:?}");
+    server.cli(&["CLIENT", "PAUSE", "1000", "ALL"]);
+    let late = store
+        .create(&digest(), &record("ord_late"), RETENTION)
+        .await;
+    assert!(matches!(late, Err(StoreError::Timeout)), "{late:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let made = sessions(&store, 1).await;
+    assert_eq!(
+        store.load(&made[0].0).await.unwrap(),
+        Some(made[0].1.clone())
+    );
+    let after = client_ids(&server, "evalsha");
     assert_eq!(after.len(), 1, "{after:?}");
     assert_ne!(after, before, "the silent connection was kept");
 }
