@@ -24,7 +24,7 @@ use super::store::{
     BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
     RateLimitHit, Revocation, SessionStore, StoreError, count_then,
 };
-use super::{SessionRecord, SessionStatus, TokenDigest, now_ms};
+use super::{SessionRecord, SessionStatus, TokenDigest};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -210,8 +210,18 @@ struct ThreadConnection {
     heard: Heard,
 }
 
-/// When a connection last answered (ms since the epoch), shared with the steps using it.
+/// When a connection last answered ([`micros_now`]; 0 for never), shared with the steps
+/// using it.
 type Heard = Arc<AtomicI64>;
+
+/// Microseconds on a monotonic clock (never 0): a wall clock's steps would retire
+/// connections that answered, or keep ones that did not.
+fn micros_now() -> i64 {
+    static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+    i64::try_from(START.elapsed().as_micros())
+        .unwrap_or(i64::MAX)
+        .saturating_add(1)
+}
 
 thread_local! {
     /// The connections this thread opened.
@@ -859,7 +869,11 @@ where
         if self.wait_replicas == 0 {
             return Ok(());
         }
-        let (key, wanted, timeout) = (key.to_owned(), self.wait_replicas, self.timeout);
+        // Redis gives up waiting a quarter of the store timeout before paylink would: the
+        // answer (how many replicas have the change) comes back in time, and neither this
+        // step nor one queued behind it on the connection times out waiting for it.
+        let (key, wanted) = (key.to_owned(), self.wait_replicas);
+        let timeout = self.timeout * 3 / 4;
         let acked = self
             .run(|conn| async move { conn.wait_for_replicas(&key, wanted, timeout).await })
             .await?;
@@ -931,18 +945,19 @@ where
             Some(per_thread) => per_thread.checkout(&self.conn),
             None => (self.conn.clone(), None),
         };
-        let began = now_ms();
+        let began = micros_now();
         let outcome = tokio::time::timeout(self.timeout, step(conn)).await;
-        let answered = match &outcome {
-            Ok(Ok(_)) => true,
-            // An error reply is an answer; a failed or timed-out connection is not.
-            Ok(Err(e)) => !e.is_timeout() && !e.is_io_error(),
-            Err(_) => false,
-        };
         if let (Some(heard), Some(per_thread)) = (&heard, &self.per_thread) {
+            // An error reply is an answer too; a failed connection is not, but redis-rs
+            // reconnects that one itself.
+            let (answered, timed_out) = match &outcome {
+                Ok(Ok(_)) => (true, false),
+                Ok(Err(e)) => (!e.is_timeout() && !e.is_io_error(), e.is_timeout()),
+                Err(_) => (false, true),
+            };
             if answered {
-                heard.fetch_max(now_ms(), Ordering::Relaxed);
-            } else if heard.load(Ordering::Relaxed) < began {
+                heard.fetch_max(micros_now(), Ordering::Relaxed);
+            } else if timed_out && heard.load(Ordering::Relaxed) < began {
                 per_thread.retire(heard);
             }
         }

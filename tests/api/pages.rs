@@ -460,7 +460,8 @@ async fn the_pages_assets_are_served_from_the_binary_and_revalidated_by_etag() {
         "/static/",
         "/static",
         "/static/nope.css",
-        "/static/%2e%2e/Cargo.toml",
+        "/static/paylink.css.map",
+        "/static/..%2fCargo.toml",
     ] {
         let reply = app.get(missing).await;
         assert_eq!(reply.status, 404, "{missing}");
