@@ -871,9 +871,10 @@ where
         }
         // Redis gives up waiting a quarter of the store timeout before paylink would: the
         // answer (how many replicas have the change) comes back in time, and neither this
-        // step nor one queued behind it on the connection times out waiting for it.
+        // step nor one queued behind it on the connection times out waiting for it. Never
+        // under 1 ms: `WAIT` with 0 waits for ever.
         let (key, wanted) = (key.to_owned(), self.wait_replicas);
-        let timeout = self.timeout * 3 / 4;
+        let timeout = (self.timeout * 3 / 4).max(Duration::from_millis(1));
         let acked = self
             .run(|conn| async move { conn.wait_for_replicas(&key, wanted, timeout).await })
             .await?;
