@@ -65,7 +65,8 @@ impl Asset {
     }
 
     /// The quoted entity tag this asset is sent with.
-    pub fn etag(&self) -> &str {
+    #[cfg(test)]
+    fn etag(&self) -> &str {
         self.etag.to_str().unwrap_or_default()
     }
 

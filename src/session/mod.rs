@@ -19,6 +19,17 @@ pub use store::{
 };
 pub use token::{MalformedToken, PaymentToken, RandomnessUnavailable, TokenDigest, TokenRef};
 
+/// Milliseconds on a monotonic clock from its first use, plus one, so that 0 can stand
+/// for "never": what the Redis connections time their silences by (a wall clock's steps
+/// would retire connections that answered, or keep ones that did not).
+pub(crate) fn monotonic_ms() -> u64 {
+    static START: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    u64::try_from(START.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
 /// Milliseconds since the Unix epoch, UTC: the one clock sessions are timed by.
 pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now()

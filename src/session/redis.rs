@@ -24,7 +24,7 @@ use super::store::{
     BeginPayment, ClaimId, ExpiredSender, ExpiredSession, Limited, Lockout, RateLimit,
     RateLimitHit, Revocation, SessionStore, StoreError, count_then,
 };
-use super::{SessionRecord, SessionStatus, TokenDigest};
+use super::{SessionRecord, SessionStatus, TokenDigest, monotonic_ms};
 use crate::domain::{Amount, Currency, Description, MerchantId, OrderId};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -34,7 +34,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -210,18 +210,9 @@ struct ThreadConnection {
     heard: Heard,
 }
 
-/// When a connection last answered ([`micros_now`]; 0 for never), shared with the steps
+/// When a connection last answered ([`monotonic_ms`]; 0 for never), shared with the steps
 /// using it.
-type Heard = Arc<AtomicI64>;
-
-/// Microseconds on a monotonic clock (never 0): a wall clock's steps would retire
-/// connections that answered, or keep ones that did not.
-fn micros_now() -> i64 {
-    static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
-    i64::try_from(START.elapsed().as_micros())
-        .unwrap_or(i64::MAX)
-        .saturating_add(1)
-}
+type Heard = Arc<AtomicU64>;
 
 thread_local! {
     /// The connections this thread opened.
@@ -251,7 +242,7 @@ impl<C: Clone + 'static> PerThread<C> {
                 return (shared.clone(), None);
             };
             // Never answered yet: silent from the start.
-            let heard = Heard::new(AtomicI64::new(0));
+            let heard = Heard::new(AtomicU64::new(0));
             conns.retain(|held| held.owner.strong_count() > 0);
             conns.push(ThreadConnection {
                 owner: Arc::downgrade(&self.owner),
@@ -946,7 +937,7 @@ where
             Some(per_thread) => per_thread.checkout(&self.conn),
             None => (self.conn.clone(), None),
         };
-        let began = micros_now();
+        let began = monotonic_ms();
         let outcome = tokio::time::timeout(self.timeout, step(conn)).await;
         if let (Some(heard), Some(per_thread)) = (&heard, &self.per_thread) {
             // An error reply is an answer too; a failed connection is not, but redis-rs
@@ -957,7 +948,7 @@ where
                 Err(_) => (false, true),
             };
             if answered {
-                heard.fetch_max(micros_now(), Ordering::Relaxed);
+                heard.fetch_max(monotonic_ms(), Ordering::Relaxed);
             } else if timed_out && heard.load(Ordering::Relaxed) < began {
                 per_thread.retire(heard);
             }

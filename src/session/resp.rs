@@ -13,13 +13,14 @@
 //! worked before is sent once more on a fresh connection (Redis was restarted, say)
 //! instead of failing the page. A broken connection is replaced on the next request.
 
+use super::monotonic_ms;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
 /// The longest reply read; a record is a few hundred bytes.
@@ -298,7 +299,7 @@ struct Pipe {
     wake: Notify,
     /// Replies read on this connection so far.
     answered: AtomicU64,
-    /// When bytes last came from Redis (or the connection started), as [`clock_ms`].
+    /// When bytes last came from Redis (or the connection started), as [`monotonic_ms`].
     last_heard_ms: AtomicU64,
 }
 
@@ -308,15 +309,9 @@ impl Default for Pipe {
             queue: Mutex::default(),
             wake: Notify::new(),
             answered: AtomicU64::new(0),
-            last_heard_ms: AtomicU64::new(clock_ms()),
+            last_heard_ms: AtomicU64::new(monotonic_ms()),
         }
     }
-}
-
-/// Milliseconds on a monotonic clock, from its first use.
-fn clock_ms() -> u64 {
-    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Default)]
@@ -345,7 +340,7 @@ impl Pipe {
     /// retrying for many minutes), so the next read starts a new one. One that answers
     /// others meanwhile is only slow, and is kept.
     fn retire_if_silent(&self, timeout: Duration) {
-        let silent_ms = clock_ms().saturating_sub(self.last_heard_ms.load(Ordering::Relaxed));
+        let silent_ms = monotonic_ms().saturating_sub(self.last_heard_ms.load(Ordering::Relaxed));
         if u128::from(silent_ms) >= timeout.as_millis() {
             self.close(&io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -516,7 +511,7 @@ impl Conn {
                 ready = self.stream.readable() => {
                     ready?;
                     if self.try_read_more()? {
-                        pipe.last_heard_ms.store(clock_ms(), Ordering::Relaxed);
+                        pipe.last_heard_ms.store(monotonic_ms(), Ordering::Relaxed);
                         self.hand_out(pipe, &mut ranges)?;
                     }
                 }
