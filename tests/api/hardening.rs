@@ -628,3 +628,64 @@ async fn a_stalled_upload_gets_408_and_does_not_hold_the_connection() {
         "the link is untouched"
     );
 }
+
+/// Bytes that do not parse as HTTP are answered by the HTTP layer (README, "Messages that
+/// are not HTTP"): a 400 or 431 status line, never a 5xx and never a connection closed
+/// without an answer; the connection is closed after it, as the stream can't be framed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_are_not_http_get_a_4xx_and_a_closed_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Backend::Memory).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let many_headers: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
+    let cases: [(&str, String, u16); 5] = [
+        ("a garbage request line", "GARBAGE\r\n\r\n".into(), 400),
+        (
+            "a header line without a colon",
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nNo Colon Here\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "a Content-Length that is not a number",
+            format!(
+                "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME_KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: ten\r\n\r\n{{}}"
+            ),
+            400,
+        ),
+        (
+            "a NUL byte in the request target",
+            "GET /pay/\0 HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "200 header lines",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            431,
+        ),
+    ];
+    for (what, request, expected) in cases {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the connection is closed after the answer"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected} ")),
+            "{what}: {answer:?}"
+        );
+    }
+    assert_eq!(
+        app.client
+            .get(format!("{}/healthz", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the server is still serving"
+    );
+}
