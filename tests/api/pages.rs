@@ -67,7 +67,7 @@ async fn an_open_link_shows_complete_your_payment_with_everything_the_payer_need
         "clock time {} shown",
         &expires[11..19]
     );
-    assert!(html.contains("src=\"/static/countdown.js\""));
+    assert!(html.contains("src=\"/static/countdown.js?v="));
     // A card form whose inputs have labels and autocomplete attributes.
     for (name, autocomplete) in [
         ("cardholderName", "cc-name"),
@@ -384,10 +384,13 @@ on_every_backend!(
 
 /// The stylesheet and script every pay page loads, answered from the binary (the bytes of
 /// `static/` at build time) with a validator that lets a browser keep them, and only them:
-/// a 404 under `/static/` is a page like any other.
+/// a 404 under `/static/` is a page like any other. Pages link them by a URL that names
+/// their version, which a browser may keep for a year; any other URL of theirs only briefly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_assets_are_served_from_the_binary_and_revalidated_by_etag() {
     let app = spawn_app(Backend::Memory).await;
+    let token = app.create_default_session().await.token;
+    let page = app.get_pay_page(&token).await.text;
     for (path, file, content_type) in [
         ("/static/paylink.css", "static/paylink.css", "text/css"),
         (
@@ -415,6 +418,37 @@ async fn the_pages_assets_are_served_from_the_binary_and_revalidated_by_etag() {
         assert_eq!(asset.header("x-content-type-options"), Some("nosniff"));
         let etag = asset.header("etag").expect("an ETag").to_owned();
         assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+        // The page links the asset by its current version, and that URL is immutable.
+        let versioned = format!("{path}?v={}", etag.trim_matches('"'));
+        assert!(
+            page.contains(&format!("=\"{versioned}\"")),
+            "the pay page links {versioned}: {page}"
+        );
+        let kept = app.get(&versioned).await;
+        assert_eq!(kept.status, 200, "{versioned}");
+        assert_eq!(kept.text, asset.text, "{versioned}");
+        assert_eq!(
+            kept.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{versioned}"
+        );
+        // A version that is not the current one (a page from an older release, say) gets
+        // the current bytes, and only for a short while.
+        for stale in [
+            format!("{path}?v=0123456789abcdef0123456789abcdef"),
+            format!("{versioned}&x=1"),
+            format!("{path}?v="),
+        ] {
+            let reply = app.get(&stale).await;
+            assert_eq!(reply.status, 200, "{stale}");
+            assert_eq!(reply.text, asset.text, "{stale}");
+            assert_eq!(
+                reply.header("cache-control"),
+                Some("public, max-age=300"),
+                "{stale}"
+            );
+        }
 
         let again = app
             .client
