@@ -106,10 +106,10 @@ impl Application {
                 .wrap(from_fn(track_latency))
                 .wrap(TracingLogger::<RedactedRootSpan>::new())
                 .app_data(state.clone())
-                .route("/healthz", web::get().to(health::healthz))
-                .route("/readyz", web::get().to(health::readyz))
-                .route("/favicon.ico", web::get().to(HttpResponse::NoContent))
-                .route("/api/v1/openapi.json", web::get().to(openapi::spec))
+                .service(readable("/healthz", health::healthz))
+                .service(readable("/readyz", health::readyz))
+                .service(readable("/favicon.ico", HttpResponse::NoContent))
+                .service(readable("/api/v1/openapi.json", openapi::spec))
                 // The payer's pages, routed by `pay::route` itself (see there why).
                 .service(web::scope("/pay").default_service(web::to(pay::route)))
                 .service(
@@ -283,6 +283,39 @@ async fn security_headers(
 }
 
 /// Unknown paths: JSON under `/api/`, a page elsewhere.
+/// A resource that is only read: GET, and HEAD, which answers the same without the body
+/// (load balancers probe health that way). Any other method gets 405 with
+/// `Allow: GET, HEAD`, a JSON error under `/api/` and a page elsewhere.
+pub fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(only_get_or_head))
+}
+
+async fn only_get_or_head(req: HttpRequest) -> HttpResponse {
+    method_not_allowed_but_get_or_head(&req)
+}
+
+/// The 405 for a resource that only GET and HEAD reach.
+pub fn method_not_allowed_but_get_or_head(req: &HttpRequest) -> HttpResponse {
+    const ALLOW: &str = "GET, HEAD";
+    if req.path().starts_with("/api/") {
+        ApiError::method_not_allowed(ALLOW).error_response()
+    } else {
+        let mut response = PageError::MethodNotAllowed.error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        response
+    }
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     if req.path().starts_with("/api/") {
         ApiError::route_not_found().error_response()

@@ -12,7 +12,17 @@ pub struct Currency {
 pub enum CurrencyError {
     #[error("currency must be an ISO 4217 alphabetic code such as \"USD\"")]
     Unknown,
+    /// An ISO 4217 code whose minor unit is "N.A.": nothing can be priced in it.
+    #[error(
+        "currency has no minor unit in ISO 4217 (precious metals, SDR, testing codes) and cannot be charged"
+    )]
+    NoMinorUnit,
 }
+
+// The ISO 4217 codes whose minor unit is "N.A.": real codes, refused for their own reason.
+const NO_MINOR_UNIT: &[&str] = &[
+    "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX",
+];
 
 // Active ISO 4217 codes with their minor-unit exponent. Codes without a minor unit
 // (precious metals, testing codes, XDR…) are left out: they cannot be charged.
@@ -204,7 +214,13 @@ impl Currency {
             .iter()
             .find(|(c, _)| c.as_bytes() == code)
             .map(|&(_, exponent)| Currency { code, exponent })
-            .ok_or(CurrencyError::Unknown)
+            .ok_or_else(|| {
+                if NO_MINOR_UNIT.iter().any(|c| c.as_bytes() == code) {
+                    CurrencyError::NoMinorUnit
+                } else {
+                    CurrencyError::Unknown
+                }
+            })
     }
 
     /// The three upper-case letters.
@@ -258,11 +274,28 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_codes_are_rejected() {
-        for input in ["", "US", "USDD", "ZZZ", "XAU", "U$D", "ÜSD", "123"] {
+        for input in ["", "US", "USDD", "ZZZ", "XYZ", "U$D", "ÜSD", "123"] {
             assert_eq!(
                 Currency::parse(input),
                 Err(CurrencyError::Unknown),
                 "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn codes_without_a_minor_unit_are_refused_for_that_reason() {
+        for input in ["XAU", "xau", "XDR", "XTS", "XXX", "XSU", "XUA"] {
+            assert_eq!(
+                Currency::parse(input),
+                Err(CurrencyError::NoMinorUnit),
+                "{input:?}"
+            );
+        }
+        for code in NO_MINOR_UNIT {
+            assert!(
+                TABLE.iter().all(|(c, _)| c != code),
+                "{code} is in both tables"
             );
         }
     }

@@ -17,8 +17,8 @@ use subtle::ConstantTimeEq;
 const COOKIE: &str = "paylink_admin";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin", web::get().to(dashboard))
-        .route("/admin/metrics", web::get().to(metrics))
+    cfg.service(crate::startup::readable("/admin", dashboard))
+        .service(crate::startup::readable("/admin/metrics", metrics))
         .route("/admin/login", web::post().to(login))
         .route("/admin/logout", web::post().to(logout));
 }

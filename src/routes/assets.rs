@@ -124,11 +124,7 @@ pub async fn serve(req: HttpRequest) -> HttpResponse {
         return PageError::NotFound.error_response();
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut response = PageError::MethodNotAllowed.error_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return crate::startup::method_not_allowed_but_get_or_head(&req);
     }
     let fresh = req
         .headers()

@@ -70,7 +70,8 @@ struct SessionView {
     amount: u64,
     currency: String,
     merchant_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Always present, `null` when the merchant gave none: the contract lists it among
+    /// every session's fields.
     description: Option<String>,
     created_at: String,
     expires_at: String,

@@ -50,6 +50,8 @@ pub struct SessionDoc {
     currency: String,
     #[schema(rename = "merchantId")]
     merchant_id: String,
+    /// `null` when the merchant gave none.
+    #[schema(required = true)]
     description: Option<String>,
     /// RFC 3339, UTC.
     #[schema(rename = "createdAt", format = DateTime)]

@@ -507,3 +507,64 @@ async fn expiries_whose_keyspace_events_were_lost_are_still_logged_once() {
         "index pruned"
     );
 }
+
+/// What is only read (health, readiness, the admin pages, the OpenAPI document, the favicon)
+/// answers HEAD as GET without a body, as load balancers probe health that way; any other
+/// method gets 405 naming GET and HEAD, in JSON under /api/. HEAD is guarded like GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_endpoints_answer_head_and_refuse_other_methods_with_405() {
+    let mut options = AppOptions::new(Backend::Memory);
+    options.admin_token = Some(ADMIN_TOKEN.into());
+    let app = spawn_app_with(options).await;
+    let send = |method: reqwest::Method, path: &str, admin: bool| {
+        let mut req = app.client.request(method, app.url(path));
+        if admin {
+            req = req.bearer_auth(ADMIN_TOKEN);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    for (path, status, admin) in [
+        ("/healthz", 200, false),
+        ("/readyz", 200, false),
+        ("/favicon.ico", 204, false),
+        ("/api/v1/openapi.json", 200, false),
+        ("/admin", 200, true),
+        ("/admin/metrics", 200, true),
+    ] {
+        let get = send(reqwest::Method::GET, path, admin).await;
+        let get_type = get.headers().get("content-type").cloned();
+        assert_eq!(get.status().as_u16(), status, "GET {path}");
+        let head = send(reqwest::Method::HEAD, path, admin).await;
+        assert_eq!(head.status().as_u16(), status, "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get_type.as_ref(),
+            "{path}"
+        );
+        assert_eq!(
+            head.bytes().await.unwrap().len(),
+            0,
+            "HEAD {path} has no body"
+        );
+        for method in [
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+        ] {
+            let refused = send(method.clone(), path, admin).await;
+            assert_eq!(refused.status().as_u16(), 405, "{method} {path}");
+            assert_eq!(refused.headers()["allow"], "GET, HEAD", "{method} {path}");
+            let json = path.starts_with("/api/");
+            let body = refused.text().await.unwrap();
+            assert_eq!(
+                body.contains("\"method_not_allowed\""),
+                json,
+                "{method} {path}: {body}"
+            );
+        }
+    }
+    for path in ["/admin", "/admin/metrics"] {
+        let head = send(reqwest::Method::HEAD, path, false).await;
+        assert_eq!(head.status().as_u16(), 401, "HEAD {path} without the token");
+    }
+}
