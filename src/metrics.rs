@@ -21,7 +21,8 @@ pub struct Metrics {
     pub lifecycle: Arc<PerThread<IntCounterVec>>,
     pub payments: IntCounterVec,
     pub active: IntGaugeVec,
-    pub active_all: IntGauge,
+    /// No labels: a vector only so that it can be absent ([`Metrics::active_unknown`]).
+    pub active_all: IntGaugeVec,
     pub store_up: IntGauge,
     pub http_duration: Arc<PerThread<HistogramVec>>,
     pub store_duration: Arc<PerThread<HistogramVec>>,
@@ -60,9 +61,12 @@ impl Metrics {
             &["merchant"],
         )
         .expect("valid metric");
-        let active_all = IntGauge::new(
-            "paylink_active_sessions_all",
-            "Open (payable) sessions now, all merchants",
+        let active_all = IntGaugeVec::new(
+            Opts::new(
+                "paylink_active_sessions_all",
+                "Open (payable) sessions now, all merchants",
+            ),
+            &[],
         )
         .expect("valid metric");
         let store_up = IntGauge::new(
@@ -115,6 +119,30 @@ impl Metrics {
             http_duration,
             store_duration,
         }
+    }
+
+    /// The open sessions the store counted: per merchant, and all of them.
+    pub fn set_active(&self, counts: impl IntoIterator<Item = (impl AsRef<str>, u64)>) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut total = 0u64;
+        for (merchant, count) in counts {
+            self.active
+                .with_label_values(&[merchant.as_ref()])
+                .set(gauge(count));
+            total = total.saturating_add(count);
+        }
+        self.active_all
+            .with_label_values::<&str>(&[])
+            .set(gauge(total));
+        self.store_up.set(1);
+    }
+
+    /// The store could not count: the active-session gauges leave the exposition (an old
+    /// count would read as a current one) and `paylink_store_up` says why.
+    pub fn active_unknown(&self) {
+        self.active.reset();
+        self.active_all.reset();
+        self.store_up.set(0);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -142,24 +142,10 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     let merchants = state.merchants.all();
     let ids: Vec<_> = merchants.iter().map(|m| m.id.clone()).collect();
     match state.store.active_sessions(&ids).await {
-        Ok(counts) => {
-            for (id, count) in ids.iter().zip(&counts) {
-                state
-                    .metrics
-                    .active
-                    .with_label_values(&[id.as_ref()])
-                    .set(i64::try_from(*count).unwrap_or(i64::MAX));
-            }
-            let total: u64 = counts.iter().sum();
-            state
-                .metrics
-                .active_all
-                .set(i64::try_from(total).unwrap_or(i64::MAX));
-            state.metrics.store_up.set(1);
-        }
+        Ok(counts) => state.metrics.set_active(ids.iter().zip(counts)),
         Err(e) => {
             tracing::warn!(error = %e, "active sessions could not be counted");
-            state.metrics.store_up.set(0);
+            state.metrics.active_unknown();
         }
     }
     HttpResponse::Ok()

@@ -214,6 +214,44 @@ async fn a_paused_redis_gets_503_within_the_store_timeout_and_paylink_recovers()
     assert_eq!(app.pay(&created.token, &valid_card()).await.status, 200);
 }
 
+/// A scrape while the store does not answer says so (`paylink_store_up 0`) and leaves the
+/// active-session gauges out rather than repeating the last count as if it were current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_while_redis_is_paused_drops_the_active_counts_and_says_the_store_is_down() {
+    let mut options = AppOptions::new(Backend::Redis);
+    options.store_timeout_ms = 300;
+    options.admin_token = Some(ADMIN_TOKEN.into());
+    let app = spawn_app_with(options).await;
+    app.create_default_session().await;
+    let up = app.scrape_metrics().await;
+    assert_eq!(metric(&up, "paylink_store_up"), Some(1.0), "{up}");
+    assert_eq!(metric(&up, "paylink_active_sessions_all"), Some(1.0), "{up}");
+    assert_eq!(
+        metric(&up, "paylink_active_sessions{merchant=\"acme\"}"),
+        Some(1.0),
+        "{up}"
+    );
+
+    redis_cli(app.redis().port, &["CLIENT", "PAUSE", "2500", "ALL"]);
+    let down = app.scrape_metrics().await;
+    assert_eq!(metric(&down, "paylink_store_up"), Some(0.0), "{down}");
+    assert!(
+        !down.contains("paylink_active_sessions"),
+        "no count while the store cannot give one: {down}"
+    );
+
+    eventually(
+        Duration::from_secs(5),
+        "the counts come back with the store",
+        || async {
+            let text = app.scrape_metrics().await;
+            metric(&text, "paylink_store_up") == Some(1.0)
+                && metric(&text, "paylink_active_sessions_all") == Some(1.0)
+        },
+    )
+    .await;
+}
+
 /// With the rate limits on (the default), a request's counter is one more thing it waits
 /// for (in its own store call on a cluster, or for a request refused before its step). A
 /// paused Redis still costs it one store timeout, not two: the `PAYLINK_STORE_TIMEOUT_MS`
