@@ -154,11 +154,15 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 }
 
 /// `POST /admin/login`: the token once, from a form; a cookie from then on.
-pub async fn login(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
     let Some(admin_token) = state.settings.admin_token.as_deref() else {
         return HttpResponse::NotFound().finish();
     };
-    let body = read_body(payload, 4096).await.unwrap_or_default();
+    let body = read_body(&req, payload, 4096).await.unwrap_or_default();
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let given = form.get("token").map(String::as_str).unwrap_or("");
     if !equal(given.trim(), admin_token) {

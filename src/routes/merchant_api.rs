@@ -292,7 +292,7 @@ async fn read_new_session(
     if !is_json(req) {
         return Err(ApiError::unsupported_media_type());
     }
-    let body = read_body(payload, MAX_BODY_BYTES)
+    let body = read_body(req, payload, MAX_BODY_BYTES)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => ApiError::payload_too_large(),

@@ -155,12 +155,23 @@ pub(crate) enum BodyError {
 }
 
 /// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`]. A larger one is
-/// refused as soon as the bytes read pass the limit, without buffering the rest; a client
-/// that stalls does not hold a worker's connection open.
+/// refused at once when its `Content-Length` says so, else as soon as the bytes read pass
+/// the limit, without buffering the rest; a client that stalls does not hold a worker's
+/// connection open.
 pub(crate) async fn read_body(
+    req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, BodyError> {
+    // actix-http has already refused a Content-Length that is not a number (400).
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
     let read = async {
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {

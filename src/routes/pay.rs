@@ -204,7 +204,7 @@ async fn submit(
     let digest = token.digest();
     // The attempt counts against the client's limit in the store step it ends with, so
     // that a rate-limited payment costs no more round trips than one without a limit.
-    let body = match read_body(payload, MAX_FORM_BYTES).await {
+    let body = match read_body(req, payload, MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(e) => {
             limit_pay(state, req).await?;

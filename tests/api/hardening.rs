@@ -225,7 +225,11 @@ async fn a_scrape_while_redis_is_paused_drops_the_active_counts_and_says_the_sto
     app.create_default_session().await;
     let up = app.scrape_metrics().await;
     assert_eq!(metric(&up, "paylink_store_up"), Some(1.0), "{up}");
-    assert_eq!(metric(&up, "paylink_active_sessions_all"), Some(1.0), "{up}");
+    assert_eq!(
+        metric(&up, "paylink_active_sessions_all"),
+        Some(1.0),
+        "{up}"
+    );
     assert_eq!(
         metric(&up, "paylink_active_sessions{merchant=\"acme\"}"),
         Some(1.0),
@@ -725,5 +729,46 @@ async fn messages_that_are_not_http_get_a_4xx_and_a_closed_connection() {
             .status(),
         200,
         "the server is still serving"
+    );
+}
+
+/// A body whose `Content-Length` already says it is over the route's limit is refused with
+/// 413 before any of it is read, not left to run into the upload timeout (408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_length_over_the_limit_gets_413_without_sending_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Backend::Memory).await;
+    let token = app.create_default_session().await.token;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    for (path, headers) in [
+        (
+            "/api/v1/sessions".to_owned(),
+            format!("Authorization: Bearer {ACME_KEY}\r\nContent-Type: application/json\r\n"),
+        ),
+        (
+            format!("/pay/{token}"),
+            "Content-Type: application/x-www-form-urlencoded\r\n".to_owned(),
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 99999999999\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        if path.starts_with("/api/") {
+            assert!(answer.contains("\"payload_too_large\""), "{answer}");
+        }
+    }
+    assert_eq!(
+        app.get_pay_page(&token).await.status,
+        200,
+        "the link is untouched"
     );
 }
