@@ -628,21 +628,26 @@ async fn rate_limits_on_redis_hold_across_instances() {
     assert_eq!(statuses, [201, 201, 201, 201, 429, 429]);
 }
 
-/// A client that promises a body and stalls gets 408 instead of holding the connection.
-async fn stalled_upload(app: &crate::helpers::TestApp, path: &str, headers: &str) -> String {
+/// Sends `request` as it is on a new connection and reads until the server closes it.
+async fn raw_exchange(app: &crate::helpers::TestApp, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = app.address.trim_start_matches("http://").to_owned();
+    let address = app.address.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n{{}}"
-    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
         .await
-        .expect("the server answers a stalled upload")
+        .unwrap_or_else(|_| panic!("no answer and close within 15 s to {request:.60?}"))
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client that promises a body and stalls gets 408 instead of holding the connection.
+async fn stalled_upload(app: &crate::helpers::TestApp, path: &str, headers: &str) -> String {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n{{}}"
+    );
+    raw_exchange(app, &request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,9 +681,7 @@ async fn a_stalled_upload_gets_408_and_does_not_hold_the_connection() {
 /// without an answer; the connection is closed after it, as the stream can't be framed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_that_are_not_http_get_a_4xx_and_a_closed_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app(Backend::Memory).await;
-    let address = app.address.trim_start_matches("http://").to_owned();
     let many_headers: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
     let cases: [(&str, String, u16); 5] = [
         ("a garbage request line", "GARBAGE\r\n\r\n".into(), 400),
@@ -707,14 +710,8 @@ async fn messages_that_are_not_http_get_a_4xx_and_a_closed_connection() {
         ),
     ];
     for (what, request, expected) in cases {
-        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: the connection is closed after the answer"))
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        // The connection is closed after the answer, or this waits in vain.
+        let answer = raw_exchange(&app, &request).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {expected} ")),
             "{what}: {answer:?}"
@@ -736,10 +733,8 @@ async fn messages_that_are_not_http_get_a_4xx_and_a_closed_connection() {
 /// 413 before any of it is read, not left to run into the upload timeout (408).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_length_over_the_limit_gets_413_without_sending_the_body() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app(Backend::Memory).await;
     let token = app.create_default_session().await.token;
-    let address = app.address.trim_start_matches("http://").to_owned();
     for (path, headers) in [
         (
             "/api/v1/sessions".to_owned(),
@@ -750,17 +745,10 @@ async fn a_declared_length_over_the_limit_gets_413_without_sending_the_body() {
             "Content-Type: application/x-www-form-urlencoded\r\n".to_owned(),
         ),
     ] {
-        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 99999999999\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
-            .await
-            .expect("an answer")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = raw_exchange(&app, &request).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
         if path.starts_with("/api/") {
             assert!(answer.contains("\"payload_too_large\""), "{answer}");
