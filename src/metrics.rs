@@ -11,7 +11,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The metrics written on every request are kept per thread ([`PerThread`]; use `local()`)
@@ -24,6 +24,9 @@ pub struct Metrics {
     /// No labels: a vector only so that it can be absent ([`Metrics::active_unknown`]).
     pub active_all: IntGaugeVec,
     pub store_up: IntGauge,
+    /// Held from setting a scrape's store-derived gauges until they are rendered, so that
+    /// two scrapes at once never mix one's counts with the other's failure.
+    scrape: Mutex<()>,
     pub http_duration: Arc<PerThread<HistogramVec>>,
     pub store_duration: Arc<PerThread<HistogramVec>>,
 }
@@ -116,13 +119,28 @@ impl Metrics {
             active,
             active_all,
             store_up,
+            scrape: Mutex::new(()),
             http_duration,
             store_duration,
         }
     }
 
-    /// The open sessions the store counted: per merchant, and all of them.
-    pub fn set_active(&self, counts: impl IntoIterator<Item = (impl AsRef<str>, u64)>) {
+    /// The exposition for a scrape: with the open sessions the store counted per merchant,
+    /// or, when it could not count (`None`), without the active-session gauges (an old
+    /// count would read as a current one) and with `paylink_store_up` 0.
+    pub fn scrape<M: AsRef<str>>(
+        &self,
+        active: Option<impl IntoIterator<Item = (M, u64)>>,
+    ) -> String {
+        let _one_scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        match active {
+            Some(counts) => self.set_active(counts),
+            None => self.active_unknown(),
+        }
+        self.render()
+    }
+
+    fn set_active(&self, counts: impl IntoIterator<Item = (impl AsRef<str>, u64)>) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let mut total = 0u64;
         for (merchant, count) in counts {
@@ -137,9 +155,7 @@ impl Metrics {
         self.store_up.set(1);
     }
 
-    /// The store could not count: the active-session gauges leave the exposition (an old
-    /// count would read as a current one) and `paylink_store_up` says why.
-    pub fn active_unknown(&self) {
+    fn active_unknown(&self) {
         self.active.reset();
         self.active_all.reset();
         self.store_up.set(0);
@@ -341,5 +357,48 @@ impl SessionStore for TimedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.time("ping", self.inner.ping()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<i64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Each scrape shows its own store answer whole: counts that add up with
+    /// `paylink_store_up 1`, or no counts with `paylink_store_up 0`, even while other
+    /// scrapes, some failing, run at the same time.
+    #[test]
+    fn concurrent_scrapes_each_render_their_own_store_answer() {
+        let metrics = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for round in 0..2_000u64 {
+                        let counted = thread % 2 == 0;
+                        let (a, b) = (round % 7, thread + 1);
+                        let text = metrics.scrape(counted.then_some([("acme", a), ("globex", b)]));
+                        if counted {
+                            assert_eq!(value(&text, "paylink_store_up"), Some(1), "{text}");
+                            let acme = value(&text, "paylink_active_sessions{merchant=\"acme\"}");
+                            assert_eq!(acme, Some(a as i64), "{text}");
+                            let all = value(&text, "paylink_active_sessions_all");
+                            assert_eq!(all, Some((a + b) as i64), "{text}");
+                        } else {
+                            assert_eq!(value(&text, "paylink_store_up"), Some(0), "{text}");
+                            assert!(!text.contains("paylink_active_sessions"), "{text}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
     }
 }

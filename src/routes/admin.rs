@@ -141,16 +141,16 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     }
     let merchants = state.merchants.all();
     let ids: Vec<_> = merchants.iter().map(|m| m.id.clone()).collect();
-    match state.store.active_sessions(&ids).await {
-        Ok(counts) => state.metrics.set_active(ids.iter().zip(counts)),
+    let counted = match state.store.active_sessions(&ids).await {
+        Ok(counts) => Some(ids.iter().zip(counts)),
         Err(e) => {
             tracing::warn!(error = %e, "active sessions could not be counted");
-            state.metrics.active_unknown();
+            None
         }
-    }
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(state.metrics.scrape(counted))
 }
 
 /// `POST /admin/login`: the token once, from a form; a cookie from then on.
