@@ -249,10 +249,27 @@ async fn track_latency(
         metrics
             .http_duration
             .local()
-            .with_label_values(&[method.as_str(), &route, response.status().as_str()])
+            .with_label_values(&[method_label(&method), &route, response.status().as_str()])
             .observe(start.elapsed().as_secs_f64());
     }
     Ok(response)
+}
+
+/// A request's method as a metric label: the standard methods by name, anything else
+/// (a client may send any token there) as `OTHER`, so that clients cannot add series.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 /// The security headers of the contract on every response (error pages included), and the
