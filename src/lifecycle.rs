@@ -163,7 +163,7 @@ impl Lifecycle {
         (last_hour, since_start)
     }
 
-    /// The newest events first, at most [`RECENT`] of them.
+    /// The newest events first, at most `RECENT` of them.
     pub fn recent(&self) -> Vec<RecentEvent> {
         let mut recent: Vec<RecentEvent> = Vec::new();
         for history in self.history.all() {

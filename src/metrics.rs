@@ -21,7 +21,7 @@ pub struct Metrics {
     pub lifecycle: Arc<PerThread<IntCounterVec>>,
     pub payments: IntCounterVec,
     pub active: IntGaugeVec,
-    /// No labels: a vector only so that it can be absent ([`Metrics::active_unknown`]).
+    /// No labels: a vector only so that it can be absent (see `Metrics::scrape`).
     pub active_all: IntGaugeVec,
     pub store_up: IntGauge,
     /// Held from setting a scrape's store-derived gauges until they are rendered, so that

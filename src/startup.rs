@@ -299,7 +299,6 @@ async fn security_headers(
     Ok(response)
 }
 
-/// Unknown paths: JSON under `/api/`, a page elsewhere.
 /// A resource that is only read: GET, and HEAD, which answers the same without the body
 /// (load balancers probe health that way). Any other method gets 405 with
 /// `Allow: GET, HEAD`, a JSON error under `/api/` and a page elsewhere.
@@ -321,18 +320,23 @@ async fn only_get_or_head(req: HttpRequest) -> HttpResponse {
 
 /// The 405 for a resource that only GET and HEAD reach.
 pub fn method_not_allowed_but_get_or_head(req: &HttpRequest) -> HttpResponse {
-    const ALLOW: &str = "GET, HEAD";
+    method_not_allowed(req, "GET, HEAD")
+}
+
+/// A 405 naming the methods in `allow`: a JSON error under `/api/`, a page elsewhere.
+pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
     if req.path().starts_with("/api/") {
-        ApiError::method_not_allowed(ALLOW).error_response()
+        ApiError::method_not_allowed(allow).error_response()
     } else {
         let mut response = PageError::MethodNotAllowed.error_response();
         response
             .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
         response
     }
 }
 
+/// Unknown paths: JSON under `/api/`, a page elsewhere.
 async fn not_found(req: HttpRequest) -> HttpResponse {
     if req.path().starts_with("/api/") {
         ApiError::route_not_found().error_response()

@@ -305,7 +305,7 @@ const BATCH_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Log lines written in batches by one thread. A request only appends its line to a
 /// shared buffer — no system call and no stdout lock on the request path; the writer
-/// thread writes what gathered, at most [`BATCH_WINDOW`] after the first line of a batch.
+/// thread writes what gathered, at most `BATCH_WINDOW` after the first line of a batch.
 /// Lines keep their order. Dropping the [`LogGuard`] writes what is left.
 #[derive(Clone)]
 pub struct BatchWriter {
@@ -424,7 +424,7 @@ impl Write for BatchWriter {
         Ok(())
     }
 
-    /// Lines are written by the writer thread, within [`BATCH_WINDOW`].
+    /// Lines are written by the writer thread, within `BATCH_WINDOW`.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

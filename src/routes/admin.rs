@@ -19,8 +19,20 @@ const COOKIE: &str = "paylink_admin";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(crate::startup::readable("/admin", dashboard))
         .service(crate::startup::readable("/admin/metrics", metrics))
-        .route("/admin/login", web::post().to(login))
-        .route("/admin/logout", web::post().to(logout));
+        .service(
+            web::resource("/admin/login")
+                .route(web::post().to(login))
+                .default_service(web::to(only_post)),
+        )
+        .service(
+            web::resource("/admin/logout")
+                .route(web::post().to(logout))
+                .default_service(web::to(only_post)),
+        );
+}
+
+async fn only_post(req: HttpRequest) -> HttpResponse {
+    crate::startup::method_not_allowed(&req, "POST")
 }
 
 /// The cookie holds a digest of the admin token, not the token: a leaked cookie is not the

@@ -6,7 +6,8 @@
 //! it. Each carries a strong `ETag` (a digest of its bytes); a browser that asks again with
 //! `If-None-Match` gets a bodiless 304.
 //!
-//! The pages link each asset by its versioned URL, [`url`]: `/static/<name>?v=<version>`,
+//! The pages link each asset by its versioned URL ([`stylesheet_url`], [`script_url`]):
+//! `/static/<name>?v=<version>`,
 //! where the version is the hex of the `ETag`. Those bytes never change under that URL, so
 //! the answer may be kept for a year without asking again ([`IMMUTABLE`]); a release with
 //! new bytes links a new URL, which every page then loads at once. Any other URL of an

@@ -834,7 +834,7 @@ where
     }
 
     /// Gives each thread that uses the store a connection of its own, made by `open` on
-    /// the thread's first command (see [`PerThread`]); `conn` serves a thread that cannot open one.
+    /// the thread's first command (see `PerThread`); `conn` serves a thread that cannot open one.
     pub fn with_connection_per_thread(
         mut self,
         open: impl Fn() -> redis::RedisResult<C> + Send + Sync + 'static,

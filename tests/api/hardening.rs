@@ -628,26 +628,12 @@ async fn rate_limits_on_redis_hold_across_instances() {
     assert_eq!(statuses, [201, 201, 201, 201, 429, 429]);
 }
 
-/// Sends `request` as it is on a new connection and reads until the server closes it.
-async fn raw_exchange(app: &crate::helpers::TestApp, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = app.address.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
-        .await
-        .unwrap_or_else(|_| panic!("no answer and close within 15 s to {request:.60?}"))
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// A client that promises a body and stalls gets 408 instead of holding the connection.
 async fn stalled_upload(app: &crate::helpers::TestApp, path: &str, headers: &str) -> String {
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n{{}}"
     );
-    raw_exchange(app, &request).await
+    app.raw_exchange(&request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -711,7 +697,7 @@ async fn messages_that_are_not_http_get_a_4xx_and_a_closed_connection() {
     ];
     for (what, request, expected) in cases {
         // The connection is closed after the answer, or this waits in vain.
-        let answer = raw_exchange(&app, &request).await;
+        let answer = app.raw_exchange(&request).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {expected} ")),
             "{what}: {answer:?}"
@@ -748,7 +734,7 @@ async fn a_declared_length_over_the_limit_gets_413_without_sending_the_body() {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 99999999999\r\n\r\n"
         );
-        let answer = raw_exchange(&app, &request).await;
+        let answer = app.raw_exchange(&request).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
         if path.starts_with("/api/") {
             assert!(answer.contains("\"payload_too_large\""), "{answer}");

@@ -486,7 +486,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    async fn read(response: reqwest::Response) -> Self {
+    pub async fn read(response: reqwest::Response) -> Self {
         Reply {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
@@ -764,6 +764,20 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 }
 
 impl TestApp {
+    /// Sends `request` as it is on a new connection and reads until the server closes it.
+    pub async fn raw_exchange(&self, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("no answer and close within 15 s to {request:.60?}"))
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     /// `/admin/metrics` as a scraper with [`ADMIN_TOKEN`] sees it.
     pub async fn scrape_metrics(&self) -> String {
         self.client
@@ -789,4 +803,36 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The headers the contract puts on every HTML response (section 3), on `reply`.
+pub fn assert_security_headers(reply: &Reply, what: &str) {
+    let csp = reply
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP"));
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(csp.contains("form-action 'self'"), "{what}: {csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{what}: {csp}"
+    );
+    assert_eq!(
+        reply.header("referrer-policy"),
+        Some("no-referrer"),
+        "{what}"
+    );
+    assert_eq!(
+        reply.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{what}");
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html"),
+        "{what}"
+    );
+    assert!(!reply.text.contains("<script>"), "{what}: no inline script");
 }

@@ -1,8 +1,9 @@
 //! Section 4: lifecycle events in the log, metrics and the dashboard, admin access.
 
 use crate::helpers::{
-    ACME_KEY, ADMIN_TOKEN, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, card,
-    eventually, metric, spawn_app, spawn_app_with, token_ref, valid_card,
+    ACME_KEY, ADMIN_TOKEN, AppOptions, Backend, BinaryApp, GLOBEX_KEY, RedisServer, Reply,
+    assert_security_headers, card, eventually, metric, spawn_app, spawn_app_with, token_ref,
+    valid_card,
 };
 use crate::on_every_backend;
 use serde_json::{Value, json};
@@ -518,7 +519,8 @@ async fn expiries_whose_keyspace_events_were_lost_are_still_logged_once() {
 
 /// What is only read (health, readiness, the admin pages, the OpenAPI document, the favicon)
 /// answers HEAD as GET without a body, as load balancers probe health that way; any other
-/// method gets 405 naming GET and HEAD, in JSON under /api/. HEAD is guarded like GET.
+/// method gets 405 naming GET and HEAD, in JSON under /api/, a page with the security
+/// headers elsewhere. HEAD is guarded like GET. The admin's login and logout take POST only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_endpoints_answer_head_and_refuse_other_methods_with_405() {
     let mut options = AppOptions::new(Backend::Memory);
@@ -529,7 +531,7 @@ async fn read_only_endpoints_answer_head_and_refuse_other_methods_with_405() {
         if admin {
             req = req.bearer_auth(ADMIN_TOKEN);
         }
-        async move { req.send().await.unwrap() }
+        async move { Reply::read(req.send().await.unwrap()).await }
     };
     for (path, status, admin) in [
         ("/healthz", 200, false),
@@ -540,39 +542,63 @@ async fn read_only_endpoints_answer_head_and_refuse_other_methods_with_405() {
         ("/admin/metrics", 200, true),
     ] {
         let get = send(reqwest::Method::GET, path, admin).await;
-        let get_type = get.headers().get("content-type").cloned();
-        assert_eq!(get.status().as_u16(), status, "GET {path}");
-        let head = send(reqwest::Method::HEAD, path, admin).await;
-        assert_eq!(head.status().as_u16(), status, "HEAD {path}");
-        assert_eq!(
-            head.headers().get("content-type"),
-            get_type.as_ref(),
-            "{path}"
+        assert_eq!(get.status, status, "GET {path}");
+        // Read off the socket: an HTTP client never reads a body after HEAD.
+        let auth = if admin {
+            format!("Authorization: Bearer {ADMIN_TOKEN}\r\n")
+        } else {
+            String::new()
+        };
+        let head = app
+            .raw_exchange(&format!(
+                "HEAD {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+            ))
+            .await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "HEAD {path}: {head}"
         );
-        assert_eq!(
-            head.bytes().await.unwrap().len(),
-            0,
-            "HEAD {path} has no body"
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "HEAD {path} has no body: {head}"
         );
+        if let Some(content_type) = get.header("content-type") {
+            assert!(
+                head.contains(&format!("content-type: {content_type}\r\n")),
+                "HEAD {path}: {head}"
+            );
+        }
         for method in [
             reqwest::Method::POST,
             reqwest::Method::PUT,
             reqwest::Method::DELETE,
         ] {
             let refused = send(method.clone(), path, admin).await;
-            assert_eq!(refused.status().as_u16(), 405, "{method} {path}");
-            assert_eq!(refused.headers()["allow"], "GET, HEAD", "{method} {path}");
-            let json = path.starts_with("/api/");
-            let body = refused.text().await.unwrap();
+            assert_eq!(refused.status, 405, "{method} {path}");
             assert_eq!(
-                body.contains("\"method_not_allowed\""),
-                json,
-                "{method} {path}: {body}"
+                refused.header("allow"),
+                Some("GET, HEAD"),
+                "{method} {path}"
             );
+            if path.starts_with("/api/") {
+                assert_eq!(
+                    refused.error_code(),
+                    "method_not_allowed",
+                    "{method} {path}"
+                );
+            } else {
+                assert_security_headers(&refused, &format!("{method} {path}"));
+            }
         }
     }
     for path in ["/admin", "/admin/metrics"] {
         let head = send(reqwest::Method::HEAD, path, false).await;
-        assert_eq!(head.status().as_u16(), 401, "HEAD {path} without the token");
+        assert_eq!(head.status, 401, "HEAD {path} without the token");
+    }
+    for path in ["/admin/login", "/admin/logout"] {
+        let get = send(reqwest::Method::GET, path, true).await;
+        assert_eq!(get.status, 405, "GET {path}");
+        assert_eq!(get.header("allow"), Some("POST"), "GET {path}");
+        assert_security_headers(&get, &format!("GET {path}"));
     }
 }

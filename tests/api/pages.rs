@@ -1,42 +1,12 @@
 //! The payer's pages of the contract, section 3, and the headers on every HTML response.
 
 use crate::helpers::{
-    ACME_NAME, AppOptions, Backend, Reply, card, spawn_app, spawn_app_with, valid_card,
+    ACME_NAME, AppOptions, Backend, assert_security_headers, card, spawn_app, spawn_app_with,
+    valid_card,
 };
 use crate::on_every_backend;
 use serde_json::json;
 use std::time::Duration;
-
-fn assert_security_headers(reply: &Reply, what: &str) {
-    let csp = reply
-        .header("content-security-policy")
-        .unwrap_or_else(|| panic!("{what}: no CSP"));
-    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-    assert!(csp.contains("form-action 'self'"), "{what}: {csp}");
-    assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
-        "{what}: {csp}"
-    );
-    assert_eq!(
-        reply.header("referrer-policy"),
-        Some("no-referrer"),
-        "{what}"
-    );
-    assert_eq!(
-        reply.header("x-content-type-options"),
-        Some("nosniff"),
-        "{what}"
-    );
-    assert_eq!(reply.header("cache-control"), Some("no-store"), "{what}");
-    assert!(
-        reply
-            .header("content-type")
-            .unwrap_or("")
-            .starts_with("text/html"),
-        "{what}"
-    );
-    assert!(!reply.text.contains("<script>"), "{what}: no inline script");
-}
 
 async fn an_open_link_shows_complete_your_payment_with_everything_the_payer_needs(
     backend: Backend,
