@@ -241,8 +241,9 @@ pub enum PageError {
     PayloadTooLarge,
     #[error("request body too slow")]
     RequestTimeout,
+    /// With the methods the resource does take, for `Allow`.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("internal error")]
     Internal,
 }
@@ -274,7 +275,7 @@ impl ResponseError for PageError {
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PageError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            PageError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PageError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             PageError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -331,7 +332,7 @@ impl ResponseError for PageError {
                     message: "Your browser took too long to send the form. Nothing was charged; please try again.",
                 },
             ),
-            PageError::MethodNotAllowed => render(
+            PageError::MethodNotAllowed { .. } => render(
                 status,
                 &ErrorPage {
                     title: "Method not allowed",
@@ -346,10 +347,10 @@ impl ResponseError for PageError {
                 },
             ),
         };
-        if let PageError::MethodNotAllowed = self {
+        if let PageError::MethodNotAllowed { allow } = self {
             response
                 .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if let PageError::RateLimited { retry_after } | PageError::PaymentsLocked { retry_after } =
             self

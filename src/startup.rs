@@ -315,12 +315,7 @@ where
 }
 
 async fn only_get_or_head(req: HttpRequest) -> HttpResponse {
-    method_not_allowed_but_get_or_head(&req)
-}
-
-/// The 405 for a resource that only GET and HEAD reach.
-pub fn method_not_allowed_but_get_or_head(req: &HttpRequest) -> HttpResponse {
-    method_not_allowed(req, "GET, HEAD")
+    method_not_allowed(&req, "GET, HEAD")
 }
 
 /// A 405 naming the methods in `allow`: a JSON error under `/api/`, a page elsewhere.
@@ -328,11 +323,7 @@ pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpRespons
     if req.path().starts_with("/api/") {
         ApiError::method_not_allowed(allow).error_response()
     } else {
-        let mut response = PageError::MethodNotAllowed.error_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-        response
+        PageError::MethodNotAllowed { allow }.error_response()
     }
 }
 

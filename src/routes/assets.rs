@@ -125,7 +125,7 @@ pub async fn serve(req: HttpRequest) -> HttpResponse {
         return PageError::NotFound.error_response();
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return crate::startup::method_not_allowed_but_get_or_head(&req);
+        return crate::startup::method_not_allowed(&req, "GET, HEAD");
     }
     let fresh = req
         .headers()

@@ -171,7 +171,9 @@ pub async fn route(
     match *req.method() {
         Method::GET | Method::HEAD => show(&req, token, &state).await,
         Method::POST => submit(&req, token, payload, &state).await,
-        _ => Err(PageError::MethodNotAllowed),
+        _ => Err(PageError::MethodNotAllowed {
+            allow: "GET, HEAD, POST",
+        }),
     }
 }
 
